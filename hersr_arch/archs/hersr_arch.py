@@ -1,0 +1,1166 @@
+"""HERSR: Hybrid Efficient Restoration & Super-Resolution.
+
+One self-contained file (torch only) so that it can be copied unchanged into BasicSR, neosr or
+traiNNer-redux. It reads top to bottom:
+
+1. tensor plumbing: padding, windows, the Haar transform, local context pooling, ICNR;
+2. building blocks: partial large-kernel conv (reparameterizable), NAFNet gated conv, shifted-window
+   scaled-cosine attention, Restormer GDFN, DySample, MoE experts, noise injection, modulated conv;
+3. the dual-path block (local path || context path, fused by concat -> 1x1 -> residual) and a scale;
+4. the MoE bottleneck and the texture head;
+5. ``HERSR`` and the presets ``hersr_s``, ``hersr_m``, ``hersr_l``.
+
+Data flow for ``x: (B, C_in, H, W)`` and scale ``s``::
+
+    F0 = stem(x)                               # (B, d0, H, W)
+    L0, H0 = freq_split(F0)                    # L0 at H/2 -> injected at scale 2; H0 at H
+    enc_1..enc_n (dual-path blocks, down by PixelUnshuffle)   # H0 feeds the local path of scale 1
+    MoE bottleneck (conv | window-attention | FFT experts, softmax router) [+ degradation prompt]
+    dec_n..dec_1 (Up + skip -> dual-path blocks)              # optional MSG RGB outputs
+    frequency-aware fusion with H0 -> texture head (noise + modulated conv)
+    out = PixelShuffle(conv(feat)) + interp(x)  # last conv zero-initialised: untrained out == interp(x)
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ----------------------------------------------------------------------------------------------
+# Tensor plumbing
+# ----------------------------------------------------------------------------------------------
+
+
+def _is_tracing() -> bool:
+    """True while exporting or compiling: shape-keyed Python caches would bake in one size."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and compiler.is_compiling():
+        return True
+    onnx = getattr(torch, "onnx", None)
+    return bool(onnx is not None and hasattr(onnx, "is_in_onnx_export") and onnx.is_in_onnx_export())
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Replicate-pad the bottom and right of ``x: (B, C, H, W)`` to multiples of ``multiple``.
+
+    Replicate (not zero or reflect) padding keeps a constant image constant and is valid for any
+    size, including 1x1, where reflect padding is undefined.
+    """
+    h, w = x.shape[-2:]
+    ph = (multiple - h % multiple) % multiple
+    pw = (multiple - w % multiple) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")
+
+
+def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """``x: (B, H, W, C)`` with H, W multiples of ``ws`` -> windows ``(B * nW, ws * ws, C)``."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, ws * ws, c)
+
+
+def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B * nW, ws * ws, C)`` -> ``(B, H, W, C)``."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h, w, c)
+
+
+def shifted_window_mask(h: int, w: int, ws: int, shift: int, device: torch.device) -> torch.Tensor:
+    """Swin attention mask for a map of ``(h, w)`` rolled by ``-shift``: ``(nW, L, L)``.
+
+    Tokens that were not neighbours before the roll get -100 (not -inf, as in Swin: a fully
+    masked row stays finite). Built from tensor ops on the sizes, so it follows dynamic shapes.
+    """
+    rows = torch.arange(h, device=device)
+    cols = torch.arange(w, device=device)
+    row_id = (rows >= h - ws).long() + (rows >= h - shift).long()
+    col_id = (cols >= w - ws).long() + (cols >= w - shift).long()
+    region = (row_id[:, None] * 3 + col_id[None, :]).view(h // ws, ws, w // ws, ws)
+    region = region.permute(0, 2, 1, 3).reshape(-1, ws * ws)
+    return (region[:, :, None] != region[:, None, :]).float() * -100.0
+
+
+def relative_position_index(ws: int) -> torch.Tensor:
+    """Index into a ``(2ws-1)^2`` relative-position table for every token pair: ``(L, L)``."""
+    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (ws - 1)
+    return rel[..., 0] * (2 * ws - 1) + rel[..., 1]
+
+
+def haar_dwt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthonormal 2-D Haar transform of ``x: (B, C, H, W)`` (H, W even).
+
+    Returns ``ll: (B, C, H/2, W/2)`` (= 2 x the 2x2 average) and the detail bands
+    ``(B, 3C, H/2, W/2)`` ordered per channel as (LH, HL, HH). Exact and invertible.
+    """
+    b, c, h, w = x.shape
+    a, bb, cc, d = F.pixel_unshuffle(x, 2).view(b, c, 4, h // 2, w // 2).unbind(2)
+    ll = (a + bb + cc + d) * 0.5
+    lh = (a + bb - cc - d) * 0.5
+    hl = (a - bb + cc - d) * 0.5
+    hh = (a - bb - cc + d) * 0.5
+    return ll, torch.stack((lh, hl, hh), 2).view(b, 3 * c, h // 2, w // 2)
+
+
+def haar_idwt(ll: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`haar_dwt`: ``(B, C, h, w), (B, 3C, h, w)`` -> ``(B, C, 2h, 2w)``."""
+    b, c, h, w = ll.shape
+    lh, hl, hh = high.view(b, c, 3, h, w).unbind(2)
+    a = (ll + lh + hl + hh) * 0.5
+    bb = (ll + lh - hl - hh) * 0.5
+    cc = (ll - lh + hl - hh) * 0.5
+    d = (ll - lh - hl + hh) * 0.5
+    return F.pixel_shuffle(torch.stack((a, bb, cc, d), 2).view(b, 4 * c, h, w), 2)
+
+
+def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over a ``size x size`` window around every pixel of ``x: (B, C, H, W)``.
+
+    Uses an integral image, so the cost does not grow with ``size``; borders are replicate-padded.
+    """
+    lo, hi = size // 2, size - size // 2 - 1
+    x = F.pad(x.float(), (lo, hi, lo, hi), mode="replicate")
+    x = F.pad(x.cumsum(-1).cumsum(-2), (1, 0, 1, 0))
+    h, w = x.shape[-2] - size, x.shape[-1] - size
+    s = x[..., size:, size:] - x[..., size:, :w] - x[..., :h, size:] + x[..., :h, :w]
+    return s / (size * size)
+
+
+def icnr_(conv: nn.Conv2d, scale: int) -> nn.Conv2d:
+    """ICNR initialisation (Aitken et al. 2017) of a conv feeding ``PixelShuffle(scale)``.
+
+    Every group of ``scale^2`` output channels that PixelShuffle scatters into one output pixel
+    block gets the same kernel and bias, so the shuffled output is nearest-neighbour-like: no
+    checkerboard at init.
+    """
+    group = scale * scale
+    out_ch = conv.weight.shape[0] // group
+    sub = torch.empty(out_ch, *conv.weight.shape[1:], device=conv.weight.device, dtype=conv.weight.dtype)
+    nn.init.kaiming_normal_(sub, a=0.0, mode="fan_in")
+    with torch.no_grad():
+        conv.weight.copy_(sub.repeat_interleave(group, dim=0))
+        if conv.bias is not None:
+            conv.bias.copy_(conv.bias.view(out_ch, group)[:, :1].expand(-1, group).reshape(-1))
+    return conv
+
+
+def conv3x3(in_ch: int, out_ch: int, groups: int = 1, bias: bool = True) -> nn.Conv2d:
+    """3x3 conv with replicate padding (no dark borders from zero padding)."""
+    return nn.Conv2d(in_ch, out_ch, 3, 1, 1, groups=groups, bias=bias, padding_mode="replicate")
+
+
+def conv1x1(in_ch: int, out_ch: int, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 1, bias=bias)
+
+
+def zero_init_(module: nn.Module) -> nn.Module:
+    """Zero every parameter of ``module`` (blocks then start as identity, NAFNet/ReZero style)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over channels of ``x: (B, C, H, W)`` at every pixel."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ContextPool(nn.Module):
+    """Image context for routing, prompts and style: global average pooling, with TLC at eval.
+
+    Training sees patches of ``train_size`` pixels (at this module's resolution), so a global mean
+    over a whole large image at test time is a different statistic (NAFNet's TLC observation). In
+    eval, maps larger than ``train_size`` are pooled over a ``train_size`` box around each pixel
+    instead, which keeps the statistic as in training and makes the result local (tiling-friendly).
+
+    ``x: (B, C, H, W)`` -> ``(B, C, 1, 1)`` (global) or ``(B, C, H, W)`` (local, eval only).
+    """
+
+    def __init__(self, train_size: int):
+        super().__init__()
+        self.train_size = max(1, int(train_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if self.training or (h <= self.train_size and w <= self.train_size):
+            return x.float().mean((2, 3), keepdim=True)
+        return box_mean(x, self.train_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------
+
+
+class PartialLargeKernelConv(nn.Module):
+    """Partial large-kernel conv (PLKSR): a ``k x k`` conv on the first ``split`` channels only.
+
+    Training form: ``k x k`` + parallel ``3 x 3`` + identity on the slice; ``reparameterize()``
+    merges them into one ``k x k`` kernel (RepVGG-style, exact). The untouched channels are passed
+    through by concatenation, never by writing into the input (PLKSR's in-place eval path would
+    corrupt the other path's input of a dual-path block).
+
+    ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 17, ratio: float = 0.25, deploy: bool = False):
+        super().__init__()
+        if kernel_size % 2 == 0 or kernel_size < 3:
+            raise ValueError(f"plk_kernel must be an odd integer >= 3, got {kernel_size}.")
+        self.split = max(1, int(channels * ratio))
+        self.kernel_size = kernel_size
+        pad = kernel_size // 2
+        self.large = nn.Conv2d(self.split, self.split, kernel_size, 1, pad, padding_mode="replicate")
+        self.small = None if deploy else conv3x3(self.split, self.split)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        part, rest = x[:, : self.split], x[:, self.split :]
+        y = self.large(part)
+        if self.small is not None:
+            y = y + self.small(part) + part
+        return torch.cat((y, rest), 1)
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if self.small is None:
+            return
+        k, c = self.kernel_size, self.split
+        weight = self.large.weight + F.pad(self.small.weight, [(k - 3) // 2] * 4)
+        identity = torch.zeros_like(weight)
+        identity[torch.arange(c), torch.arange(c), k // 2, k // 2] = 1.0
+        self.large.weight.copy_(weight + identity)
+        self.large.bias.add_(self.small.bias)
+        self.small = None
+
+
+class SimpleGate(nn.Module):
+    """NAFNet SimpleGate: split channels in two halves and multiply them. ``(B, 2C, ...) -> (B, C, ...)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * b
+
+
+class GatedConv(nn.Module):
+    """NAFNet gated conv: 1x1 expand -> depthwise 3x3 -> SimpleGate -> SCA (no sigmoid) -> 1x1.
+
+    ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, expansion: int = 2):
+        super().__init__()
+        hidden = channels * expansion
+        self.expand = conv1x1(channels, hidden)
+        self.dwconv = conv3x3(hidden, hidden, groups=hidden)
+        self.gate = SimpleGate()
+        self.sca = conv1x1(hidden // 2, hidden // 2)
+        self.project = conv1x1(hidden // 2, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.gate(self.dwconv(self.expand(x)))
+        # Channel attention on the per-image mean; a per-pixel re-weighting with no sigmoid (NAFNet).
+        x = x * self.sca(x.mean((2, 3), keepdim=True))
+        return self.project(x)
+
+
+class WindowAttention(nn.Module):
+    """(Shifted-)window multi-head attention, scaled-cosine form (Swin V2).
+
+    ``softmax(cos(q, k) * exp(min(logit_scale, log 100)) + rel_pos_bias [+ shift mask]) v``. The
+    cosine bounds the logits, so attention cannot blow up in fp16/bf16. Bias and mask are handed to
+    ``scaled_dot_product_attention`` as one 4-D float mask (a 3-D mask makes SDPA take a slower
+    path on CPU). The map is replicate-padded to a multiple of the window and cropped back.
+
+    ``x: (B, H, W, C)`` -> ``(B, H, W, C)``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int = 8, shift: bool = False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"Channel width {dim} is not divisible by num_heads={num_heads}.")
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.shift = window_size // 2 if shift else 0
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
+        self.rel_pos_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        nn.init.trunc_normal_(self.rel_pos_table, std=0.02)
+        self.register_buffer("rel_pos_index", relative_position_index(window_size), persistent=False)
+        self._mask_cache: dict[tuple, torch.Tensor] = {}
+
+    def _shift_mask(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        if _is_tracing():
+            return shifted_window_mask(h, w, self.window_size, self.shift, device)
+        key = (h, w, device)
+        if key not in self._mask_cache:
+            if len(self._mask_cache) > 8:  # bounded: a folder of varied sizes must not grow memory
+                self._mask_cache.clear()
+            self._mask_cache[key] = shifted_window_mask(h, w, self.window_size, self.shift, device)
+        return self._mask_cache[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        ws, heads = self.window_size, self.num_heads
+        x = pad_to_multiple(x.permute(0, 3, 1, 2), ws).permute(0, 2, 3, 1)
+        hp, wp = x.shape[1:3]
+        if self.shift:
+            x = torch.roll(x, (-self.shift, -self.shift), (1, 2))
+        windows = window_partition(x, ws)  # (B*nW, L, C)
+        n_win, length = windows.shape[:2]
+        qkv = self.qkv(windows).view(n_win, length, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B*nW, heads, L, d)
+        scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+        q = F.normalize(q, dim=-1) * scale.to(q.dtype)
+        k = F.normalize(k, dim=-1)
+        bias = self.rel_pos_table[self.rel_pos_index.view(-1)].view(length, length, heads)
+        bias = bias.permute(2, 0, 1).to(q.dtype)  # (heads, L, L)
+        if self.shift:
+            mask = self._shift_mask(hp, wp, x.device).to(q.dtype)  # (nW, L, L)
+            n_w = mask.shape[0]
+            attn_mask = (bias[None] + mask[:, None]).reshape(1, n_w * heads, length, length)
+            out = F.scaled_dot_product_attention(
+                q.reshape(b, n_w * heads, length, -1),
+                k.reshape(b, n_w * heads, length, -1),
+                v.reshape(b, n_w * heads, length, -1),
+                attn_mask=attn_mask,
+                scale=1.0,
+            ).reshape(n_win, heads, length, -1)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None], scale=1.0)
+        out = self.proj(out.transpose(1, 2).reshape(n_win, length, c))
+        x = window_reverse(out, ws, hp, wp)
+        if self.shift:
+            x = torch.roll(x, (self.shift, self.shift), (1, 2))
+        return x[:, :h, :w]
+
+
+class GDFN(nn.Module):
+    """Restormer gated-Dconv feed-forward network.
+
+    1x1 expand to ``2 * hidden`` -> depthwise 3x3 -> ``GELU(a) * b`` -> 1x1 back.
+    ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, expansion: float = 2.66):
+        super().__init__()
+        hidden = int(channels * expansion)
+        self.expand = conv1x1(channels, 2 * hidden)
+        self.dwconv = conv3x3(2 * hidden, 2 * hidden, groups=2 * hidden)
+        self.project = conv1x1(hidden, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.dwconv(self.expand(x)).chunk(2, dim=1)
+        return self.project(F.gelu(a) * b)
+
+
+class DySample(nn.Module):
+    """DySample up-sampler (Liu et al. 2023): bilinear re-sampling at learned point offsets.
+
+    Offsets come from a 1x1 conv initialised tiny (std 1e-3) around the static grid, so at init it
+    is bilinear up-sampling; ``border`` padding keeps constant maps constant. Keeps the channels.
+    ``x: (B, C, H, W)`` -> ``(B, C, s*H, s*W)``.
+    """
+
+    def __init__(self, channels: int, scale: int = 2, groups: int = 4):
+        super().__init__()
+        self.scale = scale
+        self.groups = groups if channels % groups == 0 else 1
+        self.offset = conv1x1(channels, 2 * self.groups * scale * scale)
+        nn.init.normal_(self.offset.weight, std=1e-3)
+        nn.init.zeros_(self.offset.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        s, g = self.scale, self.groups
+        # Offsets in input-pixel units; 0.25 keeps neighbouring sample points from crossing (paper).
+        offset = F.pixel_shuffle(self.offset(x) * 0.25, s).view(b * g, 2, s * h, s * w)
+        ys = (torch.arange(s * h, device=x.device, dtype=x.dtype) + 0.5) / s - 0.5
+        xs = (torch.arange(s * w, device=x.device, dtype=x.dtype) + 0.5) / s - 0.5
+        px = xs.view(1, 1, -1) + offset[:, 0]
+        py = ys.view(1, -1, 1) + offset[:, 1]
+        grid = torch.stack(((2 * px + 1) / w - 1, (2 * py + 1) / h - 1), dim=-1)
+        out = F.grid_sample(
+            x.reshape(b * g, c // g, h, w), grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
+        return out.view(b, c, s * h, s * w)
+
+
+class Upsample2x(nn.Module):
+    """Decoder up-sampling by 2 from ``in_ch`` to ``out_ch`` channels.
+
+    ``'pixelshuffle'``: 1x1 conv (ICNR-initialised: no checkerboard at init) -> PixelShuffle(2).
+    ``'dysample'``: 1x1 conv to ``out_ch`` -> DySample.
+    ``x: (B, in_ch, H, W)`` -> ``(B, out_ch, 2H, 2W)``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, mode: str = "pixelshuffle"):
+        super().__init__()
+        if mode == "pixelshuffle":
+            conv = conv1x1(in_ch, out_ch * 4)
+            nn.init.zeros_(conv.bias)
+            self.body = nn.Sequential(icnr_(conv, 2), nn.PixelShuffle(2))
+        else:
+            self.body = nn.Sequential(conv1x1(in_ch, out_ch), DySample(out_ch, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Downsample2x(nn.Module):
+    """PixelUnshuffle(2) -> 1x1 conv: ``(B, in_ch, H, W)`` -> ``(B, out_ch, H/2, W/2)`` (lossless)."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.PixelUnshuffle(2), conv1x1(in_ch * 4, out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# The dual-path block and a scale
+# ----------------------------------------------------------------------------------------------
+
+
+class LocalPath(nn.Module):
+    """Local path: GroupNorm -> partial large-kernel conv -> NAFNet gated conv.
+
+    ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, plk_kernel: int, plk_ratio: float, deploy: bool = False):
+        super().__init__()
+        self.norm = nn.GroupNorm(4, channels)
+        self.plk = PartialLargeKernelConv(channels, plk_kernel, plk_ratio, deploy)
+        self.gated = GatedConv(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gated(self.plk(self.norm(x)))
+
+
+class ContextPath(nn.Module):
+    """Context path: ``x + WindowAttention(LN(x))``, then ``+ GDFN(LN(.))`` (pre-norm residuals).
+
+    ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, num_heads: int, window_size: int, shift: bool, ffn_expansion: float):
+        super().__init__()
+        self.norm_attn = nn.LayerNorm(channels)
+        self.attn = WindowAttention(channels, num_heads, window_size, shift)
+        self.norm_ffn = LayerNorm2d(channels)
+        self.ffn = GDFN(channels, ffn_expansion)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.permute(0, 2, 3, 1)
+        t = t + self.attn(self.norm_attn(t))
+        x = t.permute(0, 3, 1, 2)
+        return x + self.ffn(self.norm_ffn(x))
+
+
+class DualPathBlock(nn.Module):
+    """Local path || context path, fused by ``concat -> 1x1`` and added back with a layer scale.
+
+    The layer scale starts at zero, so every block starts as the identity (NAFNet); HAT's 0.01
+    conv-branch scale addresses the same early-training balance between the paths.
+    ``local_hint`` (the high-frequency band ``H0`` at scale 1) is added to the local path's input.
+
+    ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int,
+        window_size: int,
+        shift: bool,
+        ffn_expansion: float,
+        plk_kernel: int,
+        plk_ratio: float,
+        use_local: bool = True,
+        use_context: bool = True,
+        deploy: bool = False,
+    ):
+        super().__init__()
+        self.local = LocalPath(channels, plk_kernel, plk_ratio, deploy) if use_local else None
+        self.context = (
+            ContextPath(channels, num_heads, window_size, shift, ffn_expansion) if use_context else None
+        )
+        self.fuse = conv1x1(channels * (int(use_local) + int(use_context)), channels)
+        self.scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
+        paths = []
+        if self.local is not None:
+            paths.append(self.local(x if local_hint is None else x + local_hint))
+        if self.context is not None:
+            paths.append(self.context(x))
+        return x + self.scale * self.fuse(torch.cat(paths, 1) if len(paths) > 1 else paths[0])
+
+
+class Scale(nn.Module):
+    """``depth`` dual-path blocks at one resolution; shifted windows on every other block.
+
+    ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, depth: int, num_heads: int, window_size: int, **block_kwargs):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            DualPathBlock(channels, num_heads, window_size, shift=bool(i % 2), **block_kwargs)
+            for i in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):
+            x = block(x, local_hint if i == 0 else None)
+        return x
+
+
+# ----------------------------------------------------------------------------------------------
+# MoE bottleneck, degradation prompt, texture head
+# ----------------------------------------------------------------------------------------------
+
+
+class ConvExpert(nn.Module):
+    """E1, local texture: depthwise 3x3 -> partial large-kernel conv -> GELU -> 1x1 (zero-init).
+
+    Returns a residual update. ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, plk_kernel: int, plk_ratio: float, deploy: bool = False):
+        super().__init__()
+        self.dwconv = conv3x3(channels, channels, groups=channels)
+        self.plk = PartialLargeKernelConv(channels, plk_kernel, plk_ratio, deploy)
+        self.out = zero_init_(conv1x1(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.gelu(self.plk(self.dwconv(x))))
+
+
+class AttentionExpert(nn.Module):
+    """E2, structure: LayerNorm -> window attention -> 1x1 (zero-init). Residual update."""
+
+    def __init__(self, channels: int, num_heads: int, window_size: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.attn = WindowAttention(channels, num_heads, window_size, shift=False)
+        self.out = zero_init_(conv1x1(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.attn(self.norm(x.permute(0, 2, 3, 1)))
+        return self.out(t.permute(0, 3, 1, 2))
+
+
+class FrequencyExpert(nn.Module):
+    """E3, global frequency modulation (FFC-style spectral block), resolution-independent.
+
+    ``rfft2 -> [real; imag] -> 1x1 -> GELU -> 1x1 (zero-init) -> irfft2(s=(H, W))``, in fp32 (no
+    fp16 FFT on CPU; cuFFT fp16 needs power-of-two sizes). The 1x1 convs have no bias, so a
+    constant map (DC only) stays constant. Cost O(HW log HW). Residual update.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.mix = conv1x1(2 * channels, 2 * channels, bias=False)
+        self.out = zero_init_(conv1x1(2 * channels, 2 * channels, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            spec = torch.fft.rfft2(x.float(), norm="ortho")
+            y = torch.cat((spec.real, spec.imag), 1)
+            y = self.out(F.gelu(self.mix(y)))
+            real, imag = y.chunk(2, dim=1)
+            out = torch.fft.irfft2(torch.complex(real, imag), s=(h, w), norm="ortho")
+        return out.to(x.dtype)
+
+
+class DegradationPrompt(nn.Module):
+    """PromptIR-style degradation prompt: a bank of learned prompts mixed by per-image weights.
+
+    PromptIR's prompts are spatial maps interpolated to the feature size; that ties the output to
+    absolute position (tiles and shifted crops would disagree, constant images would gain a
+    pattern). Here each prompt is a channel vector, broadcast over the map: the prompt says *what*
+    degradation is present, the features say *where*.
+
+    ``feat: (B, C, H, W)``, ``ctx: (B, C, h, w)`` (pooled context; h = w = 1 in training) ->
+    ``(feat + fuse([feat; prompt]), prompt weights (B, N, h, w))``.
+    """
+
+    def __init__(self, channels: int, num_prompts: int = 5):
+        super().__init__()
+        self.bank = nn.Parameter(torch.randn(num_prompts, channels) * 0.02)
+        self.weights = conv1x1(channels, num_prompts)
+        self.fuse = zero_init_(conv1x1(2 * channels, channels))
+
+    def forward(self, feat: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = torch.softmax(self.weights(ctx.to(feat.dtype)), dim=1)  # (B, N, h, w)
+        prompt = torch.einsum("bnhw,nc->bchw", weights, self.bank.to(feat.dtype))
+        prompt = prompt.expand(-1, -1, *feat.shape[-2:]) if prompt.shape[-1] == 1 else prompt
+        return feat + self.fuse(torch.cat((feat, prompt), 1)), weights
+
+
+class MoEBottleneck(nn.Module):
+    """Mixture of lightweight experts with a softmax router (computed densely, router in fp32).
+
+    ``routing='image'``: ``softmax(W gap(F))`` per image (with TLC context at eval, see
+    :class:`ContextPool`); ``'token'``: a 1x1 conv router per pixel. ``top_k > 0`` keeps the
+    ``top_k`` largest gates and renormalises them. All experts always run, so every parameter is
+    in the graph (no DDP unused-parameter errors) and the output of one image never depends on the
+    others of its batch (SeemoRe's eval path fails that for batch > 1).
+
+    Output ``F + sum_i gate_i * Expert_i(F)`` (experts return residual updates). After each forward,
+    ``aux_loss`` holds ``balance_weight * switch_balance + z_weight * router_z`` and ``last_gates``
+    the detached gates: ``(B, E, 1, 1)`` (image) or ``(B, E, H, W)`` (token, or image under TLC).
+
+    ``x: (B, C, H, W)``, ``ctx: (B, C, h, w)`` -> ``(B, C, H, W)``.
+    """
+
+    EXPERTS = ("conv", "attn", "fft")
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int,
+        window_size: int,
+        plk_kernel: int,
+        plk_ratio: float,
+        experts: Sequence[str] = EXPERTS,
+        routing: str = "image",
+        top_k: int = 0,
+        balance_weight: float = 1e-2,
+        z_weight: float = 1e-3,
+        deploy: bool = False,
+    ):
+        super().__init__()
+        builders = {
+            "conv": lambda: ConvExpert(channels, plk_kernel, plk_ratio, deploy),
+            "attn": lambda: AttentionExpert(channels, num_heads, window_size),
+            "fft": lambda: FrequencyExpert(channels),
+        }
+        self.expert_names = tuple(experts)
+        self.experts = nn.ModuleList(builders[name]() for name in self.expert_names)
+        self.routing = routing
+        self.top_k = top_k
+        self.balance_weight = balance_weight
+        self.z_weight = z_weight
+        self.router = conv1x1(channels, len(self.expert_names))
+        nn.init.normal_(self.router.weight, std=1e-2)
+        nn.init.zeros_(self.router.bias)
+        self.aux_loss: torch.Tensor | None = None
+        self.last_gates: torch.Tensor | None = None
+
+    def route(self, x: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Router logits and gates, both fp32: ``(B, E, h, w)``."""
+        source = ctx if self.routing == "image" else x
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            logits = self.router(source.float())
+            gates = torch.softmax(logits, dim=1)
+            if 0 < self.top_k < gates.shape[1]:
+                top = gates.topk(self.top_k, dim=1).indices
+                keep = torch.zeros_like(gates).scatter_(1, top, 1.0)
+                gates = gates * keep
+                gates = gates / gates.sum(1, keepdim=True)
+        return logits, gates
+
+    def _auxiliary_loss(self, logits: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """Switch-Transformer load balance + ST-MoE router z-loss over all routed units."""
+        num = gates.shape[1]
+        probs = torch.softmax(logits, dim=1).transpose(0, 1).reshape(num, -1)  # (E, units)
+        chosen = F.one_hot(gates.argmax(1).reshape(-1), num).float().mean(0)  # fraction per expert
+        balance = num * (chosen * probs.mean(1)).sum()
+        z = torch.logsumexp(logits, dim=1).pow(2).mean()
+        return self.balance_weight * balance + self.z_weight * z
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        logits, gates = self.route(x, ctx)
+        self.aux_loss = self._auxiliary_loss(logits, gates)
+        self.last_gates = gates.detach()
+        out = x.float()
+        for i, expert in enumerate(self.experts):
+            out = out + gates[:, i : i + 1] * expert(x).float()
+        return out.to(x.dtype)
+
+
+class NoiseInjection(nn.Module):
+    """StyleGAN2 noise injection: ``x + weight[c] * strength * noise``, weight initialised to 0.
+
+    ``noise_mode``: ``'random'`` draws fresh noise in training; ``'fixed'`` uses a seeded noise
+    map; ``'off'`` adds nothing (and, given at construction, creates no weight). In eval, ``'random'`` and ``'fixed'`` both use the seeded map, so
+    inference is deterministic. The noise map is ``(1, 1, H, W)``, shared by the batch, so a sample's
+    output does not depend on its batch. ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
+    """
+
+    MODES = ("random", "fixed", "off")
+
+    def __init__(self, channels: int, noise_mode: str = "random", strength: float = 1.0, seed: int = 0):
+        super().__init__()
+        # Built with 'off', the module has no weight at all: an unused parameter would trip DDP.
+        self.weight = None if noise_mode == "off" else nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.noise_mode = noise_mode
+        self.strength = strength
+        self.seed = seed
+        self._fixed: torch.Tensor | None = None
+
+    def _fixed_noise(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        cached = self._fixed
+        if cached is None or cached.shape[-2:] != (h, w) or cached.device != like.device:
+            gen = torch.Generator().manual_seed(self.seed)
+            cached = torch.randn(1, 1, h, w, generator=gen).to(like.device)
+            self._fixed = cached
+        return cached.to(like.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is None or self.noise_mode == "off" or self.strength == 0:
+            return x
+        h, w = x.shape[-2:]
+        if self.training and self.noise_mode == "random":
+            noise = torch.randn(x.shape[0], 1, h, w, device=x.device, dtype=x.dtype)
+        else:
+            noise = self._fixed_noise(h, w, x)
+        return x + self.weight.to(x.dtype) * (self.strength * noise)
+
+
+class ModulatedConv(nn.Module):
+    """StyleGAN2 modulated 3x3 conv with demodulation, style per image (or per pixel under TLC).
+
+    Computed as ``conv(x * s) * d`` with ``d = rsqrt(sum_{i,k} (w_oik s_i)^2 + 1e-8)``: equal to the
+    grouped-conv form (StyleGAN2's ``fused_modconv=False``) for a per-image style, and it needs no
+    groups = batch, so it exports and batches cleanly. The modulation bias starts at 1 (StyleGAN2).
+
+    ``x: (B, C, H, W)``, ``style_src: (B, S, h, w)`` with h, w in {1, H} -> ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, style_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(channels, channels, 3, 3) / math.sqrt(channels * 9))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.modulation = conv1x1(style_dim, channels)
+        nn.init.normal_(self.modulation.weight, std=1e-2)
+        nn.init.ones_(self.modulation.bias)
+
+    def forward(self, x: torch.Tensor, style_src: torch.Tensor) -> torch.Tensor:
+        style = self.modulation(style_src.to(x.dtype))  # (B, C, h, w)
+        energy = self.weight.pow(2).sum((2, 3))[:, :, None, None]  # (C_out, C_in, 1, 1)
+        demod = torch.rsqrt(F.conv2d(style.pow(2), energy.to(x.dtype)) + 1e-8)
+        out = F.conv2d(F.pad(x * style, (1, 1, 1, 1), mode="replicate"), self.weight.to(x.dtype))
+        return out * demod + self.bias.view(1, -1, 1, 1).to(x.dtype)
+
+
+class TextureHead(nn.Module):
+    """Texture head: noise injection -> modulated conv -> LeakyReLU(0.2).
+
+    ``x: (B, C, H, W)``, ``style_src: (B, S, h, w)`` -> ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, style_dim: int, noise_mode: str, noise_strength: float):
+        super().__init__()
+        self.noise = NoiseInjection(channels, noise_mode, noise_strength)
+        self.conv = ModulatedConv(channels, style_dim)
+
+    def forward(self, x: torch.Tensor, style_src: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if style_src.shape[-1] != 1:
+            style_src = F.interpolate(style_src, size=(h, w), mode="bilinear", align_corners=False)
+        return F.leaky_relu(self.conv(self.noise(x), style_src), 0.2)
+
+
+class FrequencyFusion(nn.Module):
+    """Frequency-aware fusion: ``D + sigmoid(g([D; H0])) * p(H0)``, ``p`` zero-initialised.
+
+    ``dec, high: (B, C, H, W)`` -> ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.gate = conv1x1(2 * channels, channels)
+        self.project = zero_init_(conv1x1(channels, channels))
+
+    def forward(self, dec: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.gate(torch.cat((dec, high), 1)))
+        return dec + gate * self.project(high)
+
+
+# ----------------------------------------------------------------------------------------------
+# The network
+# ----------------------------------------------------------------------------------------------
+
+_FREQ_SPLITS = ("haar", "avgpool", "none")
+_UPSAMPLERS = ("pixelshuffle", "dysample")
+_ROUTINGS = ("image", "token")
+
+
+def _as_tuple(value, n: int, name: str) -> tuple:
+    if isinstance(value, int | float):
+        return (value,) * n
+    value = tuple(value)
+    if len(value) != n:
+        raise ValueError(f"{name} must have one entry per scale ({n}), got {list(value)}.")
+    return value
+
+
+class HERSR(nn.Module):
+    """HERSR: Hybrid Efficient Restoration & Super-Resolution (defaults = the ``hersr_m`` preset).
+
+    Input ``x: (B, num_in_ch, H, W)``, any ``H, W >= 1`` (padded internally, then cropped); output
+    ``(B, num_out_ch, upscale * H, upscale * W)``. All body work runs at input resolution and below.
+
+    Args:
+        num_in_ch (int): input channels. Default 3.
+        num_out_ch (int): output channels. Default 3. If it differs from ``num_in_ch``, the global
+            residual uses the channel mean of the interpolated input.
+        upscale (int): 1 (restoration) or 2, 3, 4 (super-resolution). Default 4.
+        scale (int): alias of ``upscale`` (traiNNer-redux passes ``scale``); both must agree.
+        dims (tuple[int]): channel width per U-Net scale; its length is the number of scales.
+            Each must be a positive multiple of 4 and of that scale's ``num_heads``. Default
+            (48, 80, 128, 160).
+        depths (tuple[int]): dual-path blocks per encoder scale. Default (3, 2, 2, 2).
+        dec_depths (tuple[int]): dual-path blocks per decoder scale (finest first). Default (3, 2, 2, 1).
+        num_heads (tuple[int]): attention heads per scale. Default (2, 4, 4, 8).
+        window_size (int): attention window (tokens per side). Default 8.
+        ffn_expansion (float): GDFN hidden expansion (Restormer: 2.66). Default 2.66.
+        plk_kernel (int): odd large-kernel size of the partial large-kernel conv. Default 17.
+        plk_ratio (float): fraction of channels the large kernel sees (PLKSR: 1/4). Default 0.25.
+        freq_split (str): ``'haar'`` (exact Haar LL / detail bands), ``'avgpool'`` (2x2 mean and
+            ``F0 - up(L0)``) or ``'none'``. Default ``'haar'``.
+        use_local (bool): local (PLK + gated conv) path in every block. Default True.
+        use_context (bool): context (window attention + GDFN) path in every block. Default True.
+        use_moe (bool): MoE bottleneck (else identity). Default True.
+        moe_experts (tuple[str]): subset of ``('conv', 'attn', 'fft')``. Default all three.
+        moe_routing (str): ``'image'`` or ``'token'``. Default ``'image'``.
+        moe_top_k (int): keep only the top-k gates (0 = dense softmax). Default 0.
+        moe_balance_weight (float): Switch load-balancing weight inside ``aux_loss``. Default 1e-2.
+        moe_z_weight (float): router z-loss weight inside ``aux_loss``. Default 1e-3.
+        use_prompt (bool): PromptIR-style degradation prompt at the bottleneck. Default False.
+        num_prompts (int): prompts in the bank. Default 5.
+        upsampler (str): decoder up-sampling, ``'pixelshuffle'`` (ICNR) or ``'dysample'``.
+            Default ``'pixelshuffle'``.
+        msg_outputs (bool): decoder scales 2..n also emit RGB images (MSG deep supervision) in
+            training; a train-mode forward then returns ``(out, [aux_2, ..., aux_n])`` where
+            ``aux_k`` has the size of the output divided by ``2^(k-1)`` (rounded up). Default False.
+        use_texture_head (bool): noise injection + modulated conv before reconstruction. Default True.
+        noise_mode (str): ``'random'``, ``'fixed'`` or ``'off'`` (see :class:`NoiseInjection`).
+            Default ``'random'``.
+        noise_strength (float): multiplier of the injected noise. Default 1.0.
+        train_size (int): LR training patch size; at eval, context pooling over larger images is
+            local over windows of this size (TLC, see :class:`ContextPool`). Default 64.
+        deploy (bool): build the reparameterized (merged) form. Default False.
+    """
+
+    def __init__(
+        self,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        upscale: int | None = None,
+        dims: Sequence[int] = (48, 80, 128, 160),
+        depths: Sequence[int] = (3, 2, 2, 2),
+        dec_depths: Sequence[int] = (3, 2, 2, 1),
+        num_heads: Sequence[int] = (2, 4, 4, 8),
+        window_size: int = 8,
+        ffn_expansion: float = 2.66,
+        plk_kernel: int = 17,
+        plk_ratio: float = 0.25,
+        freq_split: str = "haar",
+        use_local: bool = True,
+        use_context: bool = True,
+        use_moe: bool = True,
+        moe_experts: Sequence[str] = MoEBottleneck.EXPERTS,
+        moe_routing: str = "image",
+        moe_top_k: int = 0,
+        moe_balance_weight: float = 1e-2,
+        moe_z_weight: float = 1e-3,
+        use_prompt: bool = False,
+        num_prompts: int = 5,
+        upsampler: str = "pixelshuffle",
+        msg_outputs: bool = False,
+        use_texture_head: bool = True,
+        noise_mode: str = "random",
+        noise_strength: float = 1.0,
+        train_size: int = 64,
+        deploy: bool = False,
+        scale: int | None = None,
+    ):
+        super().__init__()
+        upscale = _resolve_upscale(upscale, scale)
+        dims = tuple(int(d) for d in dims)
+        n = len(dims)
+        depths = _as_tuple(depths, n, "depths")
+        dec_depths = _as_tuple(dec_depths, n, "dec_depths")
+        num_heads = _as_tuple(num_heads, n, "num_heads")
+        moe_experts = tuple(moe_experts)
+        _validate(
+            num_in_ch, num_out_ch, dims, num_heads, window_size, freq_split, upsampler, moe_routing,
+            moe_experts, moe_top_k, noise_mode, use_local, use_context,
+        )
+        self.num_in_ch, self.num_out_ch, self.upscale = num_in_ch, num_out_ch, upscale
+        self.num_scales = n
+        self.freq_split = freq_split
+        self.msg_outputs = msg_outputs
+        self.deploy = deploy
+        # Down-sampling n-1 times (and the Haar split once) needs sizes divisible by this.
+        self.size_multiple = max(2 ** (n - 1), 2 if freq_split != "none" else 1)
+
+        block_kwargs = dict(
+            ffn_expansion=ffn_expansion, plk_kernel=plk_kernel, plk_ratio=plk_ratio,
+            use_local=use_local, use_context=use_context, deploy=deploy,
+        )  # fmt: skip
+        d0 = dims[0]
+        self.stem = nn.Sequential(conv3x3(num_in_ch, d0), nn.GELU(), conv3x3(d0, d0))
+        self.low_inject = conv1x1(d0, dims[1]) if freq_split != "none" else None
+        self.encoder = nn.ModuleList(
+            Scale(dims[i], depths[i], num_heads[i], window_size, **block_kwargs) for i in range(n)
+        )
+        self.downs = nn.ModuleList(Downsample2x(dims[i], dims[i + 1]) for i in range(n - 1))
+
+        bottom = dims[-1]
+        self.context_pool = ContextPool(train_size // 2 ** (n - 1))
+        self.prompt = DegradationPrompt(bottom, num_prompts) if use_prompt else None
+        self.moe = (
+            MoEBottleneck(
+                bottom, num_heads[-1], window_size, plk_kernel, plk_ratio, moe_experts, moe_routing,
+                moe_top_k, moe_balance_weight, moe_z_weight, deploy,
+            )  # fmt: skip
+            if use_moe
+            else None
+        )
+
+        self.decoder = nn.ModuleList(
+            Scale(dims[i], dec_depths[i], num_heads[i], window_size, **block_kwargs) for i in range(n)
+        )
+        self.ups = nn.ModuleList(Upsample2x(dims[i + 1], dims[i], upsampler) for i in range(n - 1))
+        self.msg_heads = (
+            nn.ModuleList(zero_init_(conv3x3(dims[i], num_out_ch * upscale**2)) for i in range(1, n))
+            if msg_outputs
+            else None
+        )
+
+        self.freq_fusion = FrequencyFusion(d0) if freq_split != "none" else None
+        style_dim = bottom + (num_prompts if use_prompt else 0)
+        self.texture = TextureHead(d0, style_dim, noise_mode, noise_strength) if use_texture_head else None
+        self.reconstruct = zero_init_(conv3x3(d0, num_out_ch * upscale**2))
+        self.aux_loss: torch.Tensor = torch.zeros(())
+        self.last_gates: torch.Tensor | None = None
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _split_frequencies(self, f0: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``F0: (B, C, H, W)`` -> ``L0: (B, C, H/2, W/2)``, ``H0: (B, C, H, W)`` with ``F0 = up(L0) + H0``."""
+        if self.freq_split == "haar":
+            low, detail = haar_dwt(f0)
+            # The detail bands mapped back to full resolution: F0 minus the LL-only reconstruction.
+            return low, haar_idwt(torch.zeros_like(low), detail)
+        if self.freq_split == "avgpool":
+            low = F.avg_pool2d(f0, 2)
+            up = F.interpolate(low, scale_factor=2.0, mode="bilinear", align_corners=False)
+            return low, f0 - up
+        return None, None
+
+    def _base_image(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The input resized to ``(h, w)`` and matched to ``num_out_ch``: ``(B, C_out, h, w)``.
+
+        Bicubic when enlarging (the global residual), area when shrinking (MSG outputs).
+        """
+        if (h, w) != tuple(x.shape[-2:]):
+            if h >= x.shape[-2]:
+                x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False)
+            else:
+                x = F.interpolate(x, size=(h, w), mode="area")
+        if self.num_in_ch != self.num_out_ch:
+            x = x.mean(1, keepdim=True).expand(-1, self.num_out_ch, -1, -1)
+        return x
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"HERSR expects a 4-D tensor (B, C, H, W), got {shape}.")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"HERSR expects a floating-point tensor (float32, float16 or bfloat16), got {x.dtype}; "
+                "convert images with x.float() / 255 (8-bit) or / 65535 (16-bit)."
+            )
+        if x.shape[1] != self.num_in_ch:
+            raise ValueError(
+                f"HERSR was built for {self.num_in_ch} input channels, got an input with {x.shape[1]} "
+                f"(shape {tuple(x.shape)})."
+            )
+        if x.numel() == 0:
+            raise ValueError(f"HERSR got an empty input of shape {tuple(x.shape)}; every size must be >= 1.")
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor):
+        """``x: (B, C_in, H, W)`` -> ``(B, C_out, sH, sW)`` (or ``(out, aux_images)``, see ``msg_outputs``)."""
+        if not _is_tracing():
+            self._check_input(x)
+        h, w = x.shape[-2:]
+        s = self.upscale
+        feat = self.stem(pad_to_multiple(x, self.size_multiple))
+        low, high = self._split_frequencies(feat)
+
+        skips = []
+        for i, scale in enumerate(self.encoder):
+            if i > 0:
+                feat = self.downs[i - 1](feat)
+            if i == 1 and self.low_inject is not None:
+                feat = feat + self.low_inject(low)
+            feat = scale(feat, high if i == 0 else None)
+            skips.append(feat)
+
+        ctx = self.context_pool(feat)
+        prompt_weights = None
+        if self.prompt is not None:
+            feat, prompt_weights = self.prompt(feat, ctx)
+        if self.moe is not None:
+            feat = self.moe(feat, ctx)
+            self.aux_loss, self.last_gates = self.moe.aux_loss, self.moe.last_gates
+        else:
+            self.aux_loss = feat.new_zeros((), dtype=torch.float32)
+
+        aux_images = []
+        for i in reversed(range(self.num_scales)):
+            if i < self.num_scales - 1:
+                feat = self.ups[i](feat) + skips[i]
+            feat = self.decoder[i](feat)
+            if self.msg_heads is not None and self.training and i > 0:
+                aux_h, aux_w = -(-h // 2**i) * s, -(-w // 2**i) * s
+                aux = F.pixel_shuffle(self.msg_heads[i - 1](feat), s)[..., :aux_h, :aux_w]
+                aux_images.insert(0, aux + self._base_image(x, aux_h, aux_w))
+
+        if self.freq_fusion is not None:
+            feat = self.freq_fusion(feat, high)
+        if self.texture is not None:
+            style_src = ctx.to(feat.dtype)
+            if prompt_weights is not None:
+                style_src = torch.cat((style_src, prompt_weights.to(feat.dtype)), 1)
+            feat = self.texture(feat, style_src)
+        out = F.pixel_shuffle(self.reconstruct(feat), s)[..., : s * h, : s * w]
+        out = out + self._base_image(x, s * h, s * w).to(out.dtype)
+        if self.msg_heads is not None and self.training:
+            return out, aux_images
+        return out
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> HERSR:
+        """Merge every reparameterizable branch in place (eval outputs unchanged); returns self."""
+        for module in self.modules():
+            if isinstance(module, PartialLargeKernelConv):
+                module.reparameterize()
+        self.deploy = True
+        return self
+
+
+def _resolve_upscale(upscale: int | None, scale: int | None) -> int:
+    if upscale is not None and scale is not None and int(upscale) != int(scale):
+        raise ValueError(
+            f"HERSR got both upscale={upscale} and scale={scale}; they are aliases and must agree."
+        )
+    value = upscale if upscale is not None else scale if scale is not None else 4
+    if value not in (1, 2, 3, 4) or isinstance(value, bool):
+        raise ValueError(f"HERSR upscale must be one of 1, 2, 3, 4, got {value!r}.")
+    return int(value)
+
+
+def _validate(
+    num_in_ch, num_out_ch, dims, num_heads, window_size, freq_split, upsampler, moe_routing,
+    moe_experts, moe_top_k, noise_mode, use_local, use_context,
+) -> None:  # fmt: skip
+    """Reject bad hyper-parameters with a sentence that names the value and what is allowed."""
+
+    def choice(name, value, allowed):
+        if value not in allowed:
+            raise ValueError(f"HERSR {name}={value!r} is not supported; choose one of {list(allowed)}.")
+
+    choice("freq_split", freq_split, _FREQ_SPLITS)
+    choice("upsampler", upsampler, _UPSAMPLERS)
+    choice("moe_routing", moe_routing, _ROUTINGS)
+    choice("noise_mode", noise_mode, NoiseInjection.MODES)
+    for name, value in (("num_in_ch", num_in_ch), ("num_out_ch", num_out_ch), ("window_size", window_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"HERSR {name} must be a positive integer, got {value!r}.")
+    if not dims:
+        raise ValueError("HERSR dims must list at least one channel width.")
+    if freq_split != "none" and len(dims) < 2:
+        raise ValueError(f"HERSR freq_split={freq_split!r} injects L0 at scale 2 and needs >= 2 scales; "
+                         f"got dims={list(dims)}. Use freq_split='none' for a single scale.")
+    for i, (d, heads) in enumerate(zip(dims, num_heads)):
+        if d < 4 or d % 4 or d % heads:
+            raise ValueError(
+                f"HERSR dims[{i}]={d} must be a positive multiple of 4 and of num_heads[{i}]={heads}."
+            )
+    unknown = [e for e in moe_experts if e not in MoEBottleneck.EXPERTS]
+    if unknown or not moe_experts or len(set(moe_experts)) != len(moe_experts):
+        raise ValueError(
+            f"HERSR moe_experts={list(moe_experts)} is not valid; use distinct names from "
+            f"{list(MoEBottleneck.EXPERTS)}."
+        )
+    if not isinstance(moe_top_k, int) or moe_top_k < 0:
+        raise ValueError(f"HERSR moe_top_k must be 0 (dense) or a positive integer, got {moe_top_k!r}.")
+    if not (use_local or use_context):
+        raise ValueError("HERSR needs at least one of use_local and use_context to be True.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets and registration
+# ----------------------------------------------------------------------------------------------
+
+
+def hersr_s(**kwargs) -> HERSR:
+    """Efficient preset (<= 0.6M parameters after ``switch_to_deploy()``)."""
+    config = dict(
+        dims=(32, 40, 48, 52), depths=(2, 1, 1, 1), dec_depths=(2, 1, 1, 0), num_heads=(2, 2, 2, 2),
+        plk_kernel=13, ffn_expansion=2.0,
+    )  # fmt: skip
+    return HERSR(**{**config, **kwargs})
+
+
+def hersr_m(**kwargs) -> HERSR:
+    """Balanced preset (<= 8M parameters after ``switch_to_deploy()``): the ``HERSR`` defaults."""
+    return HERSR(**kwargs)
+
+
+def hersr_l(**kwargs) -> HERSR:
+    """Large preset, for the best quality."""
+    config = dict(
+        dims=(64, 128, 192, 256), depths=(4, 4, 4, 4), dec_depths=(4, 3, 2, 2), num_heads=(4, 4, 6, 8),
+        use_prompt=True,
+    )  # fmt: skip
+    return HERSR(**{**config, **kwargs})
+
+
+def _arch_registry():
+    """The running framework's ARCH_REGISTRY, or None when none is importable."""
+    if "neosr" in sys.modules:
+        from neosr.utils.registry import ARCH_REGISTRY  # type: ignore[import-not-found]
+
+        return ARCH_REGISTRY
+    try:
+        from basicsr.utils.registry import ARCH_REGISTRY
+
+        return ARCH_REGISTRY
+    except Exception:  # basicsr absent or not importable: the file still works standalone
+        return None
+
+
+_REGISTRY = _arch_registry()
+if _REGISTRY is not None:
+    for _obj in (HERSR, hersr_s, hersr_m, hersr_l):
+        if _obj.__name__ not in getattr(_REGISTRY, "_obj_map", {}):
+            _REGISTRY.register(_obj)

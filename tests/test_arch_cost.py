@@ -1,0 +1,32 @@
+"""Cost is linear in pixels: no global attention, no quadratic op."""
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from hersr_arch.archs.hersr_arch import hersr_s
+from tests.conftest import tiny_hersr
+
+
+def count_macs(model, h, w):
+    # The counter does not see SDPA's fused CPU kernel: force the math backend.
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(torch.rand(1, 3, h, w))
+    return counter.get_total_flops() / 2
+
+
+@pytest.mark.parametrize("build", [lambda: tiny_hersr(moe_routing="token"), hersr_s], ids=["tiny", "hersr_s"])
+def test_four_times_the_pixels_costs_at_most_4_4_times_the_macs(build):
+    model = build().eval()
+    small, large = count_macs(model, 64, 64), count_macs(model, 128, 128)
+    assert small > 0
+    assert large / small <= 4.4, f"MACs grew {large / small:.2f}x for 4x pixels"
+
+
+def test_attention_is_counted():
+    """Guard for the test above: the math backend makes attention visible to the counter."""
+    model = tiny_hersr().eval()
+    with_attn = count_macs(model, 32, 32)
+    without = count_macs(tiny_hersr(use_context=False, moe_experts=("conv", "fft")).eval(), 32, 32)
+    assert with_attn > without
