@@ -1,0 +1,1 @@
+"""Console commands: ``basicsr`` (BasicSR's train/test pipelines with HERSR registered) and ``hersr``."""

@@ -1,0 +1,1 @@
+"""Tools behind the ``hersr`` command (result tables, ...), importable without the CLI."""
