@@ -804,6 +804,11 @@ class FrequencyFusion(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 _FREQ_SPLITS = ("haar", "avgpool", "none")
+_HYPER_FORMAT = 1
+# Order of the values in the ``hyper`` buffer; routing and noise_mode are stored as indices.
+HYPER_FIELDS = ("format", "upscale", "num_in_ch", "num_out_ch", "window_size", "moe_routing", "train_size",
+                "moe_top_k", "noise_mode", "freq_split")
+_STRUCTURAL_HYPER = ("format", "upscale", "num_in_ch", "num_out_ch", "window_size", "moe_routing", "freq_split")
 _UPSAMPLERS = ("pixelshuffle", "dysample")
 _ROUTINGS = ("image", "token")
 
@@ -958,6 +963,33 @@ class HERSR(nn.Module):
         self.reconstruct = zero_init_(conv3x3(d0, num_out_ch * upscale**2))
         self.aux_loss: torch.Tensor = torch.zeros(())
         self.last_gates: torch.Tensor | None = None
+        # Hyper-parameters that tensor shapes cannot reveal, saved with the weights so that loaders
+        # (spandrel, `hersr upscale`) rebuild the model from the state dict alone.
+        hyper = [_HYPER_FORMAT, upscale, num_in_ch, num_out_ch, window_size, _ROUTINGS.index(moe_routing),
+                 train_size, moe_top_k, NoiseInjection.MODES.index(noise_mode), _FREQ_SPLITS.index(freq_split)]
+        self.register_buffer("hyper", torch.tensor(hyper, dtype=torch.int64))
+        self._register_load_state_dict_pre_hook(self._check_hyper)
+
+    def _check_hyper(self, state_dict, prefix, *args) -> None:
+        """Refuse weights trained for another structure; keep this model's behavioural settings.
+
+        ``upscale``, channels, window, routing and frequency split must match (the weights mean something else
+        otherwise); ``train_size``, ``moe_top_k`` and ``noise_mode`` may differ on purpose (e.g.
+        fine-tuning on larger patches), so this model's own values are kept.
+        """
+        key = prefix + "hyper"
+        if key not in state_dict:  # weights saved before the buffer existed
+            state_dict[key] = self.hyper.clone()
+            return
+        theirs = [int(v) for v in state_dict[key].tolist()]
+        ours = [int(v) for v in self.hyper.tolist()]
+        decoded = dict(zip(HYPER_FIELDS, zip(theirs, ours)))
+        mismatched = [f"{name}: checkpoint {a}, model {b}" for name, (a, b) in decoded.items()
+                      if name in _STRUCTURAL_HYPER and a != b]
+        if mismatched:
+            raise ValueError("HERSR checkpoint does not fit this model's hyper-parameters (" + "; ".join(mismatched)
+                             + "). Build the model with the checkpoint's values.")
+        state_dict[key] = self.hyper.clone()
 
     # -- helpers -------------------------------------------------------------------------------
 
