@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hersr_arch.archs.hersr_arch import haar_dwt, haar_idwt
 from tests.conftest import perturb_, tiny_hersr
 
 
@@ -38,13 +37,34 @@ def test_constant_image_gives_constant_output(scale, upsampler, size):
     assert spread.max() < 1e-4, f"constant input produced a pattern of amplitude {spread.max():.2e}"
 
 
-def test_haar_transform_is_exact_and_ll_is_twice_the_mean():
-    x = torch.randn(2, 5, 6, 10)
-    ll, high = haar_dwt(x)
-    assert high.shape == (2, 15, 3, 5)
-    assert torch.allclose(ll, 2 * F.avg_pool2d(x, 2), atol=1e-6)
-    assert torch.allclose(haar_idwt(ll, high), x, atol=1e-6)
-    assert torch.allclose(x.pow(2).sum(), ll.pow(2).sum() + high.pow(2).sum(), rtol=1e-5)  # orthonormal
+def haar_bands(x):
+    """Reference orthonormal 2-D Haar transform: LL and the three detail bands."""
+    a, b, c, d = x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    return (a + b + c + d) / 2, [(a + b - c - d) / 2, (a - b + c - d) / 2, (a - b - c + d) / 2]
+
+
+def inverse_haar(ll, details):
+    lh, hl, hh = details
+    out = torch.zeros(*ll.shape[:-2], 2 * ll.shape[-2], 2 * ll.shape[-1])
+    out[..., 0::2, 0::2] = (ll + lh + hl + hh) / 2
+    out[..., 0::2, 1::2] = (ll + lh - hl - hh) / 2
+    out[..., 1::2, 0::2] = (ll - lh + hl - hh) / 2
+    out[..., 1::2, 1::2] = (ll - lh - hl + hh) / 2
+    return out
+
+
+def test_haar_split_is_the_exact_haar_transform():
+    model = tiny_hersr(freq_split="haar")
+    f0 = torch.randn(2, 8, 6, 10)
+    low, high = model._split_frequencies(f0)
+    ll, details = haar_bands(f0)
+    assert torch.allclose(inverse_haar(ll, details), f0, atol=1e-6)  # the reference is right
+    assert torch.allclose(low, ll, atol=1e-6)
+    assert torch.allclose(high, inverse_haar(torch.zeros_like(ll), details), atol=1e-6)
+    avg_low, avg_high = tiny_hersr(freq_split="avgpool")._split_frequencies(f0)
+    assert torch.allclose(avg_low, ll / 2, atol=1e-6)
+    up = F.interpolate(avg_low, scale_factor=2.0, mode="bilinear", align_corners=False)
+    assert torch.allclose(avg_high + up, f0, atol=1e-6)
 
 
 def test_eval_is_deterministic_and_train_noise_is_random():

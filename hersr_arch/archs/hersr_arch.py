@@ -3,7 +3,7 @@
 One self-contained file (torch only) so that it can be copied unchanged into BasicSR, neosr or
 traiNNer-redux. It reads top to bottom:
 
-1. tensor plumbing: padding, windows, the Haar transform, local context pooling, ICNR;
+1. tensor plumbing: padding, windows, local context pooling, ICNR;
 2. building blocks: partial large-kernel conv (reparameterizable), NAFNet gated conv, shifted-window
    scaled-cosine attention, Restormer GDFN, DySample, MoE experts, noise injection, modulated conv;
 3. the dual-path block (local path || context path, fused by concat -> 1x1 -> residual) and a scale;
@@ -95,32 +95,6 @@ def relative_position_index(ws: int) -> torch.Tensor:
     coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (ws - 1)
     return rel[..., 0] * (2 * ws - 1) + rel[..., 1]
-
-
-def haar_dwt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Orthonormal 2-D Haar transform of ``x: (B, C, H, W)`` (H, W even).
-
-    Returns ``ll: (B, C, H/2, W/2)`` (= 2 x the 2x2 average) and the detail bands
-    ``(B, 3C, H/2, W/2)`` ordered per channel as (LH, HL, HH). Exact and invertible.
-    """
-    b, c, h, w = x.shape
-    a, bb, cc, d = F.pixel_unshuffle(x, 2).view(b, c, 4, h // 2, w // 2).unbind(2)
-    ll = (a + bb + cc + d) * 0.5
-    lh = (a + bb - cc - d) * 0.5
-    hl = (a - bb + cc - d) * 0.5
-    hh = (a - bb - cc + d) * 0.5
-    return ll, torch.stack((lh, hl, hh), 2).view(b, 3 * c, h // 2, w // 2)
-
-
-def haar_idwt(ll: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`haar_dwt`: ``(B, C, h, w), (B, 3C, h, w)`` -> ``(B, C, 2h, 2w)``."""
-    b, c, h, w = ll.shape
-    lh, hl, hh = high.view(b, c, 3, h, w).unbind(2)
-    a = (ll + lh + hl + hh) * 0.5
-    bb = (ll + lh - hl - hh) * 0.5
-    cc = (ll - lh + hl - hh) * 0.5
-    d = (ll - lh - hl + hh) * 0.5
-    return F.pixel_shuffle(torch.stack((a, bb, cc, d), 2).view(b, 4 * c, h, w), 2)
 
 
 def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -257,26 +231,41 @@ class SimpleGate(nn.Module):
         return a * b
 
 
-class GatedConv(nn.Module):
-    """NAFNet gated conv: 1x1 expand -> depthwise 3x3 -> SimpleGate -> SCA (no sigmoid) -> 1x1.
+class PaddedDepthwiseExpand(nn.Module):
+    """1x1 expansion followed by a depthwise 3x3 conv, replicate-padded *before* the expansion.
 
+    A 1x1 conv commutes with replicate padding, so padding the narrow input instead of the wide
+    expanded tensor gives the same result with ``expansion`` times less padding traffic.
+    ``x: (B, C, H, W)`` -> ``(B, hidden, H, W)``.
+    """
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.expand = conv1x1(channels, hidden)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, groups=hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dwconv(self.expand(F.pad(x, (1, 1, 1, 1), mode="replicate")))
+
+
+class GatedConv(nn.Module):
+    """NAFNet gated conv: 1x1 expand -> depthwise 3x3 -> SimpleGate -> 1x1.
+
+    NAFNet's simplified channel attention (SCA) is left out on purpose: it pools over the whole
+    image, so tiles of a large image would disagree (the train-patch vs full-image gap that NAFNet's
+    TLC patches up at test time); the preceding GroupNorm already adapts to per-image statistics.
     ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
     """
 
     def __init__(self, channels: int, expansion: int = 2):
         super().__init__()
         hidden = channels * expansion
-        self.expand = conv1x1(channels, hidden)
-        self.dwconv = conv3x3(hidden, hidden, groups=hidden)
+        self.spatial = PaddedDepthwiseExpand(channels, hidden)
         self.gate = SimpleGate()
-        self.sca = conv1x1(hidden // 2, hidden // 2)
         self.project = conv1x1(hidden // 2, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.gate(self.dwconv(self.expand(x)))
-        # Channel attention on the per-image mean; a per-pixel re-weighting with no sigmoid (NAFNet).
-        x = x * self.sca(x.mean((2, 3), keepdim=True))
-        return self.project(x)
+        return self.project(self.gate(self.spatial(x)))
 
 
 class WindowAttention(nn.Module):
@@ -303,17 +292,33 @@ class WindowAttention(nn.Module):
         self.rel_pos_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         nn.init.trunc_normal_(self.rel_pos_table, std=0.02)
         self.register_buffer("rel_pos_index", relative_position_index(window_size), persistent=False)
-        self._mask_cache: dict[tuple, torch.Tensor] = {}
+        self._bias_cache: dict[tuple, torch.Tensor] = {}
 
-    def _shift_mask(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        if _is_tracing():
-            return shifted_window_mask(h, w, self.window_size, self.shift, device)
-        key = (h, w, device)
-        if key not in self._mask_cache:
-            if len(self._mask_cache) > 8:  # bounded: a folder of varied sizes must not grow memory
-                self._mask_cache.clear()
-            self._mask_cache[key] = shifted_window_mask(h, w, self.window_size, self.shift, device)
-        return self._mask_cache[key]
+    def _attn_bias(self, hp: int, wp: int, dtype: torch.dtype) -> torch.Tensor:
+        """Relative position bias (+ shift mask) as one float mask: ``(1, heads, L, L)`` or
+        ``(1, nW * heads, L, L)`` for a shifted block on a ``(hp, wp)`` map.
+
+        Without gradients (inference) the result is cached per size and parameter version: the add
+        of bias and mask over all windows is as costly as the attention itself on CPU.
+        """
+        device = self.rel_pos_table.device
+        key = (hp, wp, dtype, device, self.rel_pos_table._version)
+        cacheable = not torch.is_grad_enabled() and not _is_tracing()
+        if cacheable and key in self._bias_cache:
+            return self._bias_cache[key]
+        length, heads = self.window_size**2, self.num_heads
+        bias = self.rel_pos_table[self.rel_pos_index.view(-1)].view(length, length, heads)
+        bias = bias.permute(2, 0, 1).to(dtype)  # (heads, L, L)
+        if self.shift:
+            mask = shifted_window_mask(hp, wp, self.window_size, self.shift, device).to(dtype)
+            bias = (bias[None] + mask[:, None]).reshape(1, -1, length, length)
+        else:
+            bias = bias[None]
+        if cacheable:
+            if len(self._bias_cache) > 8:  # bounded: a folder of varied sizes must not grow memory
+                self._bias_cache.clear()
+            self._bias_cache[key] = bias
+        return bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
@@ -324,26 +329,27 @@ class WindowAttention(nn.Module):
             x = torch.roll(x, (-self.shift, -self.shift), (1, 2))
         windows = window_partition(x, ws)  # (B*nW, L, C)
         n_win, length = windows.shape[:2]
-        qkv = self.qkv(windows).view(n_win, length, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B*nW, heads, L, d)
-        scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
-        q = F.normalize(q, dim=-1) * scale.to(q.dtype)
-        k = F.normalize(k, dim=-1)
-        bias = self.rel_pos_table[self.rel_pos_index.view(-1)].view(length, length, heads)
-        bias = bias.permute(2, 0, 1).to(q.dtype)  # (heads, L, L)
-        if self.shift:
-            mask = self._shift_mask(hp, wp, x.device).to(q.dtype)  # (nW, L, L)
-            n_w = mask.shape[0]
-            attn_mask = (bias[None] + mask[:, None]).reshape(1, n_w * heads, length, length)
+        qkv = self.qkv(windows).view(n_win, length, 3, heads, c // heads)
+        # Cosine attention: unit q and k, q also carrying the clamped logit scale. Normalised in this
+        # layout (head dim contiguous, one multiply for q and k together): twice as fast on CPU as
+        # after the permute to (B*nW, heads, L, d).
+        qk = qkv[:, :, :2]
+        scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().view(1, heads, 1)
+        scale = torch.cat((scale, torch.ones_like(scale))).to(qk.dtype)  # (2, heads, 1): q, k
+        qk = qk * (torch.rsqrt(qk.pow(2).sum(-1, keepdim=True).clamp_min(1e-12)) * scale)
+        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+        attn_mask = self._attn_bias(hp, wp, q.dtype)
+        if self.shift:  # one mask per window: fold windows into the head axis of a 4-D batch
+            groups = attn_mask.shape[1]
             out = F.scaled_dot_product_attention(
-                q.reshape(b, n_w * heads, length, -1),
-                k.reshape(b, n_w * heads, length, -1),
-                v.reshape(b, n_w * heads, length, -1),
+                q.reshape(b, groups, length, -1),
+                k.reshape(b, groups, length, -1),
+                v.reshape(b, groups, length, -1),
                 attn_mask=attn_mask,
                 scale=1.0,
             ).reshape(n_win, heads, length, -1)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None], scale=1.0)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
         out = self.proj(out.transpose(1, 2).reshape(n_win, length, c))
         x = window_reverse(out, ws, hp, wp)
         if self.shift:
@@ -361,12 +367,11 @@ class GDFN(nn.Module):
     def __init__(self, channels: int, expansion: float = 2.66):
         super().__init__()
         hidden = int(channels * expansion)
-        self.expand = conv1x1(channels, 2 * hidden)
-        self.dwconv = conv3x3(2 * hidden, 2 * hidden, groups=2 * hidden)
+        self.spatial = PaddedDepthwiseExpand(channels, 2 * hidden)
         self.project = conv1x1(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.dwconv(self.expand(x)).chunk(2, dim=1)
+        a, b = self.spatial(x).chunk(2, dim=1)
         return self.project(F.gelu(a) * b)
 
 
@@ -390,7 +395,7 @@ class DySample(nn.Module):
         b, c, h, w = x.shape
         s, g = self.scale, self.groups
         # Offsets in input-pixel units; 0.25 keeps neighbouring sample points from crossing (paper).
-        offset = F.pixel_shuffle(self.offset(x) * 0.25, s).view(b * g, 2, s * h, s * w)
+        offset = F.pixel_shuffle(self.offset(x) * 0.25, s).reshape(b * g, 2, s * h, s * w)
         ys = (torch.arange(s * h, device=x.device, dtype=x.dtype) + 0.5) / s - 0.5
         xs = (torch.arange(s * w, device=x.device, dtype=x.dtype) + 0.5) / s - 0.5
         px = xs.view(1, 1, -1) + offset[:, 0]
@@ -399,7 +404,7 @@ class DySample(nn.Module):
         out = F.grid_sample(
             x.reshape(b * g, c // g, h, w), grid, mode="bilinear", padding_mode="border", align_corners=False
         )
-        return out.view(b, c, s * h, s * w)
+        return out.reshape(b, c, s * h, s * w)
 
 
 class Upsample2x(nn.Module):
@@ -996,9 +1001,10 @@ class HERSR(nn.Module):
     def _split_frequencies(self, f0: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``F0: (B, C, H, W)`` -> ``L0: (B, C, H/2, W/2)``, ``H0: (B, C, H, W)`` with ``F0 = up(L0) + H0``."""
         if self.freq_split == "haar":
-            low, detail = haar_dwt(f0)
-            # The detail bands mapped back to full resolution: F0 minus the LL-only reconstruction.
-            return low, haar_idwt(torch.zeros_like(low), detail)
+            # Orthonormal Haar: LL = 2 x the 2x2 mean; inverting the detail bands alone (LL zeroed)
+            # gives F0 minus the nearest-neighbour up-sampled mean. Exact, with no band shuffling.
+            mean = F.avg_pool2d(f0, 2)
+            return 2 * mean, f0 - F.interpolate(mean, scale_factor=2.0, mode="nearest")
         if self.freq_split == "avgpool":
             low = F.avg_pool2d(f0, 2)
             up = F.interpolate(low, scale_factor=2.0, mode="bilinear", align_corners=False)
@@ -1044,6 +1050,9 @@ class HERSR(nn.Module):
             self._check_input(x)
         h, w = x.shape[-2:]
         s = self.upscale
+        # channels_last throughout: convs run their fast CPU kernels and the (B, H, W, C) views that
+        # attention and LayerNorm need come without copies.
+        x = x.contiguous(memory_format=torch.channels_last)
         feat = self.stem(pad_to_multiple(x, self.size_multiple))
         low, high = self._split_frequencies(feat)
 
@@ -1084,7 +1093,7 @@ class HERSR(nn.Module):
                 style_src = torch.cat((style_src, prompt_weights.to(feat.dtype)), 1)
             feat = self.texture(feat, style_src)
         out = F.pixel_shuffle(self.reconstruct(feat), s)[..., : s * h, : s * w]
-        out = out + self._base_image(x, s * h, s * w).to(out.dtype)
+        out = (out + self._base_image(x, s * h, s * w).to(out.dtype)).contiguous()
         if self.msg_heads is not None and self.training:
             return out, aux_images
         return out
@@ -1157,7 +1166,7 @@ def _validate(
 def hersr_s(**kwargs) -> HERSR:
     """Efficient preset (<= 0.6M parameters after ``switch_to_deploy()``)."""
     config = dict(
-        dims=(32, 40, 48, 52), depths=(2, 1, 1, 1), dec_depths=(2, 1, 1, 0), num_heads=(2, 2, 2, 2),
+        dims=(32, 40, 48, 48), depths=(1, 2, 1, 1), dec_depths=(1, 2, 1, 0), num_heads=(2, 2, 2, 2),
         plk_kernel=13, ffn_expansion=2.0,
     )  # fmt: skip
     return HERSR(**{**config, **kwargs})
