@@ -1,0 +1,402 @@
+"""``hersr bench``: HERSR presets against the field's peers, measured in one run on one machine.
+
+What is measured (NTIRE efficient-SR conventions): parameters, MACs for a 320x180 input at x4
+(1280x720 output; ``torch.utils.flop_counter`` with attention on the math backend, MACs = FLOPs/2),
+CPU latency at 128x128 and 320x180 (warm-up, then interleaved rounds; every round times every
+model once, and HERSR's ratio to each peer is taken within the round, so a busy machine slows
+both sides alike), peak memory of one forward (in a fresh subprocess: peak RSS growth), and on a
+GPU, when present, fp16/bf16 latency with CUDA events.
+
+Peers are instantiated from their libraries' own code with random weights, never re-implemented:
+BasicSR (SwinIR-light, EDSR-baseline, RRDBNet) and, with the optional ``spandrel`` extra, SPAN,
+SAFMN, OmniSR, DAT-light, PLKSR-tiny and RealPLKSR.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hersr_arch.archs.hersr_arch import hersr_m, hersr_s
+from hersr_arch.tools.model_cost import count_macs, count_params
+
+MAC_SIZE = (180, 320)  # (H, W) input for the MAC count: 1280x720 output at x4
+LATENCY_SIZES = ((128, 128), (180, 320))
+
+
+@dataclass
+class Entry:
+    """One benchmarked network: how to build it and what it needs from the input size."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    group: str  # 'hersr' or the peer's library
+    multiple: int = 1  # input sides must be multiples of this (padded by the harness, then cropped)
+    prepare: Callable[[nn.Module], None] | None = None  # one-time inference preparation (fusing)
+    count: Callable[[nn.Module], int] = count_params  # parameters of the inference graph
+    results: dict = field(default_factory=dict)
+
+
+class PaddedForward(nn.Module):
+    """Reflect-pad the input to a multiple of ``multiple`` and crop the output (for peers that need it)."""
+
+    def __init__(self, net: nn.Module, multiple: int, scale: int = 4):
+        super().__init__()
+        self.net, self.multiple, self.scale = net, multiple, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+        return self.net(x)[..., : h * self.scale, : w * self.scale]
+
+
+def _fuse_span_once(model: nn.Module) -> None:
+    """spandrel's SPAN re-fuses its reparameterized convs on every eval forward; fuse once."""
+    for module in model.modules():
+        if hasattr(module, "update_params") and hasattr(module, "eval_conv"):
+            module.update_params()
+            module.update_params = lambda: None
+
+
+def _span_inference_params(model: nn.Module) -> int:
+    """SPAN keeps its training branches next to the fused ``eval_conv``; count what inference uses."""
+    fused = [m for m in model.modules() if hasattr(m, "eval_conv") and hasattr(m, "update_params")]
+    training_only = sum(count_params(m) - count_params(m.eval_conv) for m in fused)
+    return count_params(model) - training_only
+
+
+def hersr_entries(scale: int = 4) -> list[Entry]:
+    entries = []
+    for name, build in (("hersr_s", hersr_s), ("hersr_m", hersr_m)):
+        entries.append(Entry(f"{name} (train graph)", lambda b=build: b(upscale=scale), "hersr"))
+        entries.append(Entry(f"{name} (deployed)", lambda b=build: b(upscale=scale).switch_to_deploy(), "hersr"))
+    return entries
+
+
+def basicsr_peers(scale: int = 4) -> list[Entry]:
+    from hersr_arch._compat import apply_torchvision_compat
+
+    apply_torchvision_compat()
+    from basicsr.archs.edsr_arch import EDSR
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+    from basicsr.archs.swinir_arch import SwinIR
+
+    return [
+        Entry("SwinIR-light", lambda: SwinIR(
+            upscale=scale, in_chans=3, img_size=64, window_size=8, img_range=1.0, depths=[6, 6, 6, 6],
+            embed_dim=60, num_heads=[6, 6, 6, 6], mlp_ratio=2, upsampler="pixelshuffledirect",
+            resi_connection="1conv"), "basicsr", multiple=8),
+        Entry("EDSR-baseline", lambda: EDSR(
+            num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=scale, res_scale=1, img_range=255.0,
+            rgb_mean=(0.4488, 0.4371, 0.4040)), "basicsr"),
+        Entry("RRDBNet", lambda: RRDBNet(num_in_ch=3, num_out_ch=3, scale=scale, num_feat=64, num_block=23,
+                                         num_grow_ch=32), "basicsr"),
+    ]  # fmt: skip
+
+
+def spandrel_peers(scale: int = 4) -> list[Entry]:
+    """Peers from spandrel's bundled architectures; empty when spandrel is not installed."""
+    try:
+        from spandrel.architectures.DAT.__arch.DAT import DAT
+        from spandrel.architectures.OmniSR.__arch.OmniSR import OmniSR
+        from spandrel.architectures.PLKSR.__arch.PLKSR import PLKSR
+        from spandrel.architectures.PLKSR.__arch.RealPLKSR import RealPLKSR
+        from spandrel.architectures.SAFMN.__arch.safmn import SAFMN
+        from spandrel.architectures.SPAN.__arch.span import SPAN
+    except ImportError:
+        return []
+    return [
+        Entry("SPAN-48", lambda: SPAN(num_in_ch=3, num_out_ch=3, feature_channels=48, upscale=scale), "spandrel",
+              prepare=_fuse_span_once, count=_span_inference_params),
+        Entry("SAFMN", lambda: SAFMN(dim=36, n_blocks=8, ffn_scale=2.0, upscaling_factor=scale), "spandrel",
+              multiple=8),
+        Entry("OmniSR", lambda: OmniSR(num_feat=64, block_num=1, pe=True, window_size=8, res_num=5,
+                                       up_scale=scale), "spandrel", multiple=8),
+        Entry("DAT-light", lambda: DAT(img_size=64, in_chans=3, embed_dim=60, split_size=[8, 32], depth=[18],
+                                       num_heads=[6], expansion_factor=2, upscale=scale, img_range=1.0,
+                                       resi_connection="3conv", upsampler="pixelshuffledirect"), "spandrel",
+              multiple=32),
+        Entry("PLKSR-tiny", lambda: PLKSR(dim=64, n_blocks=12, kernel_size=13, split_ratio=0.25,
+                                          upscaling_factor=scale, use_ea=False), "spandrel"),
+        Entry("RealPLKSR", lambda: RealPLKSR(upscaling_factor=scale), "spandrel"),
+    ]  # fmt: skip
+
+
+def build(entry: Entry) -> nn.Module:
+    torch.manual_seed(0)
+    net = entry.build().eval()
+    if entry.multiple > 1:
+        net = PaddedForward(net, entry.multiple).eval()
+    if entry.prepare is not None:
+        with torch.inference_mode():
+            net(torch.rand(1, 3, 16, 16))
+        entry.prepare(net)
+    return net
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurements
+# ----------------------------------------------------------------------------------------------
+
+
+def interleaved_latency(models: dict[str, nn.Module], size: tuple[int, int], rounds: int, warmup: int = 1) -> dict:
+    """Median seconds per model, and per-round times, for ``rounds`` interleaved rounds."""
+    x = torch.rand(1, 3, *size)
+    times = {name: [] for name in models}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for net in models.values():
+                net(x)
+        for _ in range(rounds):
+            for name, net in models.items():
+                start = time.perf_counter()
+                net(x)
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def round_ratio(times: dict, a: str, b: str) -> float:
+    """Median over rounds of ``time(a) / time(b)`` measured in the same round."""
+    return statistics.median(ta / tb for ta, tb in zip(times[a], times[b]))
+
+
+def cuda_latency(net: nn.Module, size: tuple[int, int], dtype: torch.dtype, runs: int = 10) -> float:
+    """Median milliseconds on CUDA under autocast ``dtype``, timed with CUDA events."""
+    net = net.cuda()
+    x = torch.rand(1, 3, *size, device="cuda")
+    samples = []
+    with torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
+        for _ in range(3):
+            net(x)
+        for _ in range(runs):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            net(x)
+            end.record()
+            torch.cuda.synchronize()
+            samples.append(start.elapsed_time(end))
+    net.cpu()
+    return statistics.median(samples)
+
+
+_PEAK_SNIPPET = """
+import json, resource, sys, torch
+sys.argv = ['x']
+torch.set_num_threads({threads})
+from hersr_arch.tools.bench import all_entries, build
+entry = next(e for e in all_entries() if e.name == {name!r})
+net = build(entry)
+x = torch.rand(1, 3, {h}, {w})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with torch.inference_mode():
+    net(x)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"peak_mib": (after - before) / 1024}}))
+"""
+
+
+def peak_memory_mib(name: str, size: tuple[int, int], threads: int) -> float | None:
+    """Peak RSS growth (MiB) of one forward, in a fresh interpreter so that models do not interfere."""
+    code = _PEAK_SNIPPET.format(threads=threads, name=name, h=size[0], w=size[1])
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """This machine's fp32 matmul rate, for reading the models' achieved GFLOP/s."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def all_entries(include_spandrel: bool = True) -> list[Entry]:
+    peers = basicsr_peers() + (spandrel_peers() if include_spandrel else [])
+    return hersr_entries() + peers
+
+
+# ----------------------------------------------------------------------------------------------
+# The run and its report
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchConfig:
+    rounds: int = 15
+    threads: int = 2
+    sizes: tuple = LATENCY_SIZES
+    mac_size: tuple = MAC_SIZE
+    models: tuple[str, ...] | None = None  # names to include (default: all)
+    memory: bool = True
+    include_spandrel: bool = True
+
+
+def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
+    """Measure everything; returns a JSON-able dict that :func:`render_markdown` turns into the report."""
+    torch.set_num_threads(config.threads)
+    entries = [e for e in all_entries(config.include_spandrel) if not config.models or e.name in config.models]
+    models = {}
+    for entry in entries:
+        log(f"building {entry.name}")
+        models[entry.name] = build(entry)
+        entry.results["params"] = entry.count(models[entry.name])
+        entry.results["gmacs"] = count_macs(models[entry.name], *config.mac_size) / 1e9
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "cpu": _cpu_name(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "threads": config.threads,
+        "rounds": config.rounds,
+        "mac_size": list(config.mac_size),
+        "matmul_gflops": matmul_gflops(),
+        "models": {},
+        "ratios": {},
+        "scaling": {},
+    }
+    times_by_size = {}
+    for size in config.sizes:
+        log(f"timing at {size[1]}x{size[0]} ({config.rounds} interleaved rounds)")
+        times_by_size[size] = interleaved_latency(models, size, config.rounds)
+    for entry in entries:
+        row = dict(entry.results, group=entry.group)
+        for size, times in times_by_size.items():
+            row[f"ms_{size[1]}x{size[0]}"] = statistics.median(times[entry.name]) * 1000
+        big = f"ms_{config.mac_size[1]}x{config.mac_size[0]}"
+        if big in row:
+            row["gflops_per_s"] = 2 * row["gmacs"] / (row[big] / 1000)
+        if config.memory:
+            log(f"peak memory of {entry.name}")
+            row["peak_mib"] = peak_memory_mib(entry.name, config.mac_size, config.threads)
+        if torch.cuda.is_available():
+            for dtype, label in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+                row[f"cuda_{label}_ms"] = cuda_latency(models[entry.name], config.mac_size, dtype)
+        report["models"][entry.name] = row
+    big_times = times_by_size.get(tuple(config.mac_size)) or next(iter(times_by_size.values()))
+    names = list(models)
+    for hersr in [n for n in names if n.endswith("(deployed)")]:
+        train = hersr.replace("(deployed)", "(train graph)")
+        report["ratios"][f"{hersr} / {train}"] = round_ratio(big_times, hersr, train)
+        for peer in [n for n in names if not n.startswith("hersr")]:
+            report["ratios"][f"{hersr} / {peer}"] = round_ratio(big_times, hersr, peer)
+    for name in [n for n in names if n.endswith("(deployed)")]:
+        report["scaling"][name] = _pixel_scaling(models[name], config.mac_size, config.rounds)
+    return report
+
+
+def _pixel_scaling(net: nn.Module, size: tuple[int, int], rounds: int) -> dict:
+    """Time and MAC ratio for 4x the pixels (2x each side)."""
+    big = (size[0] * 2, size[1] * 2)
+    small_t = interleaved_latency({"n": net}, tuple(size), max(3, rounds // 3))["n"]
+    big_t = interleaved_latency({"n": net}, big, max(3, rounds // 3))["n"]
+    return {
+        "time_ratio_4x_pixels": statistics.median(big_t) / statistics.median(small_t),
+        "mac_ratio_4x_pixels": count_macs(net, *big) / count_macs(net, *size),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+TARGETS = [
+    # (description, ratio key or metric, limit)
+    ("hersr_s params after deploy <= 0.6M", ("param", "hersr_s (deployed)"), 0.6e6),
+    ("hersr_s <= 30 GMACs at 320x180 x4", ("gmacs", "hersr_s (deployed)"), 30.0),
+    ("hersr_s latency <= 0.15x SwinIR-light", ("ratio", "hersr_s (deployed) / SwinIR-light"), 0.15),
+    ("hersr_s latency <= 1.0x SPAN-48", ("ratio", "hersr_s (deployed) / SPAN-48"), 1.0),
+    ("hersr_m params after deploy <= 8M", ("param", "hersr_m (deployed)"), 8e6),
+    ("hersr_m latency <= 0.5x RealPLKSR", ("ratio", "hersr_m (deployed) / RealPLKSR"), 0.5),
+    ("hersr_s deployed >= 15% faster than train graph", ("ratio", "hersr_s (deployed) / hersr_s (train graph)"), 0.85),
+    ("hersr_m deployed >= 15% faster than train graph", ("ratio", "hersr_m (deployed) / hersr_m (train graph)"), 0.85),
+]
+
+
+def check_targets(report: dict) -> list[tuple[str, float | None, float, bool | None]]:
+    """``(target, measured, limit, met)`` for each target; ``None`` when not measured in this run."""
+    rows = []
+    for text, (kind, key), limit in TARGETS:
+        if kind == "ratio":
+            value = report["ratios"].get(key)
+        else:
+            model = report["models"].get(key)
+            value = None if model is None else (model["params"] if kind == "param" else model["gmacs"])
+        rows.append((text, value, limit, None if value is None else value <= limit))
+    return rows
+
+
+def render_markdown(report: dict) -> str:
+    sizes = [k for k in next(iter(report["models"].values())) if k.startswith("ms_")]
+    lines = [
+        "# HERSR benchmark",
+        "",
+        f"Date {report['date']} · torch {report['torch']} · CPU {report['cpu']} · {report['threads']} threads"
+        + (f" · GPU {report['gpu']}" if report["gpu"] else " · no GPU")
+        + f" · {report['rounds']} interleaved rounds · fp32 matmul {report['matmul_gflops']:.1f} GFLOP/s",
+        "",
+        "MACs for a 320x180 input at x4 (1280x720 output), counted by `torch.utils.flop_counter` with attention "
+        "on the math backend (FFTs not counted). Latency: median over rounds, `torch.inference_mode`, batch 1. "
+        "Peak memory: peak RSS growth of one 320x180 forward in a fresh process.",
+        "",
+        "| model | group | params | GMACs | " + " | ".join(s.replace("ms_", "ms ") for s in sizes)
+        + " | GFLOP/s | peak MiB |",
+        "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in sizes) + " | ---: | ---: |",
+    ]
+    for name, row in report["models"].items():
+        cells = [f"{row[s]:.0f}" for s in sizes]
+        peak = row.get("peak_mib")
+        lines.append(
+            f"| {name} | {row['group']} | {row['params'] / 1e6:.3f}M | {row['gmacs']:.1f} | " + " | ".join(cells)
+            + f" | {row.get('gflops_per_s', 0):.1f} | {'n/a' if peak is None else f'{peak:.0f}'} |"
+        )
+    if any("cuda_fp16_ms" in row for row in report["models"].values()):
+        lines += ["", "| model | CUDA fp16 ms | CUDA bf16 ms |", "| --- | ---: | ---: |"]
+        for name, row in report["models"].items():
+            lines.append(f"| {name} | {row['cuda_fp16_ms']:.2f} | {row['cuda_bf16_ms']:.2f} |")
+    h, w = report["mac_size"]
+    lines += ["", f"Same-round latency ratios (median over rounds, {w}x{h}):", "", "| ratio | value |",
+              "| --- | ---: |"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in report["ratios"].items()]
+    lines += ["", f"4x the pixels ({2 * w}x{2 * h} vs {w}x{h}):", "", "| model | time ratio | MAC ratio |",
+              "| --- | ---: | ---: |"]
+    lines += [f"| {k} | {v['time_ratio_4x_pixels']:.2f} | {v['mac_ratio_4x_pixels']:.2f} |"
+              for k, v in report["scaling"].items()]
+    lines += ["", "Targets:", "", "| target | measured | limit | met |", "| --- | ---: | ---: | :---: |"]
+    for text, value, limit, met in check_targets(report):
+        shown = "not measured" if value is None else f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
+        lines.append(f"| {text} | {shown} | {limit:,} | {'n/a' if met is None else 'yes' if met else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, path: str | os.PathLike) -> str:
+    markdown = render_markdown(report)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(markdown)
+    with open(os.fspath(path).rsplit(".", 1)[0] + ".json", "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    return markdown
