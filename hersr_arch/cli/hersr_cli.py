@@ -30,6 +30,47 @@ def run_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bench(args: argparse.Namespace) -> int:
+    """Benchmark HERSR against its peers in one run; write the Markdown report (and JSON beside it)."""
+    from hersr_arch.tools.bench import BenchConfig, render_markdown, run_bench, write_report
+    from hersr_arch.tools.proxy import ProxyConfig, render_proxy, run_proxy
+
+    def size(text: str) -> tuple[int, int]:
+        try:
+            w, h = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise CommandError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 320x180") from None
+        return h, w
+
+    config = BenchConfig(
+        rounds=args.rounds, threads=args.threads, sizes=tuple(size(s) for s in args.sizes),
+        mac_size=size(args.mac_size), models=tuple(args.models) if args.models else None,
+        memory=not args.no_memory, include_spandrel=not args.no_spandrel,
+    )  # fmt: skip
+    if config.rounds < 1:
+        raise CommandError(f"--rounds must be >= 1, got {config.rounds}")
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
+    report = run_bench(config, log)
+    if not report["models"]:
+        raise CommandError(f"no model matched --models {args.models}")
+    markdown = render_markdown(report) if args.out == "-" else write_report(report, args.out)
+    if args.proxy:
+        from hersr_arch.tools.bench import all_entries, build
+
+        entries = [e for e in all_entries(config.include_spandrel) if e.name.endswith("(train graph)")
+                   or e.group != "hersr"]
+        if args.proxy_models:
+            entries = [e for e in entries if e.name in args.proxy_models]
+        proxy = ProxyConfig(iters=args.proxy_iters, seconds=args.proxy_seconds, data_root=args.proxy_data)
+        result = run_proxy({e.name: (lambda e=e: build(e)) for e in entries}, proxy, log)
+        markdown += render_proxy(result)
+        if args.out != "-":
+            with open(args.out, "w", encoding="utf-8") as f:
+                f.write(markdown)
+    sys.stdout.write(markdown)
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """The embedded demo: data, training, test, table, picture (see ``hersr_arch.tools.demo``)."""
     from hersr_arch.tools.demo import DemoError
@@ -69,6 +110,30 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--md", metavar="OUT.md", help="write the Markdown table here")
     table.add_argument("--csv", metavar="OUT.csv", help="write the CSV table here")
     table.set_defaults(func=run_table)
+
+    bench = subparsers.add_parser(
+        "bench",
+        help="params, MACs, latency and memory of HERSR and its peers, in one run",
+        description="Benchmark the HERSR presets (train graph and deployed) against BasicSR's SwinIR-light, "
+        "EDSR-baseline and RRDBNet and, with spandrel installed, SPAN, SAFMN, OmniSR, DAT-light, PLKSR-tiny and "
+        "RealPLKSR (random weights, the libraries' own code). Latency is the median over interleaved rounds; "
+        "HERSR/peer ratios are taken within each round. Writes a Markdown report (and .json) and prints it.",
+    )
+    bench.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (default 15)")
+    bench.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    bench.add_argument("--sizes", nargs="+", default=["128x128", "320x180"], help="latency input sizes WxH")
+    bench.add_argument("--mac-size", default="320x180", help="input size WxH for MACs and ratios")
+    bench.add_argument("--models", nargs="+", metavar="NAME", help="only these models (names as in the table)")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    bench.add_argument("--no-spandrel", action="store_true", help="skip the spandrel peers")
+    bench.add_argument("--out", default="benchmarks/RESULTS.md", help="report path, '-' for stdout only")
+    bench.add_argument("--proxy", action="store_true", help="also run the equal-budget quality proxy")
+    bench.add_argument("--proxy-iters", type=int, default=2000, help="training iterations per model")
+    bench.add_argument("--proxy-seconds", type=float, default=0.0, help="train each model this long instead")
+    bench.add_argument("--proxy-models", nargs="+", metavar="NAME", help="only these models in the proxy")
+    bench.add_argument("--proxy-data", default="datasets/embedded", help="embedded dataset folder")
+    bench.add_argument("--quiet", action="store_true", help="no progress messages")
+    bench.set_defaults(func=run_bench)
 
     demo = subparsers.add_parser(
         "demo",
