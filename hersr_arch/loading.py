@@ -155,7 +155,12 @@ def infer_config(sd: StateDict) -> dict:
             channels = _channels_of(sd, owner, dims)
             pairs.append((channels, sd[k].shape[0]))
         config["plk_ratio"] = _fit_ratio(pairs, "partial large-kernel")
-    config["deploy"] = bool(large) and not any(k.endswith("plk.small.weight") for k in keys)
+    # Deployed weights have none of the training-only branches (see ``reparameterize()`` methods).
+    training_only = re.compile(
+        r"(.*plk\.small\.weight|.*dwconv\.point\.weight|.*norm_attn\.weight|.*norm_ffn\.norm\.weight"
+        r"|moe\.experts\.\d+\.norm\.weight|(encoder|decoder)\.\d+\.blocks\.\d+\.scale)$"
+    )
+    config["deploy"] = not any(training_only.match(k) for k in keys)
 
     if "freq_split" in hyper:
         config["freq_split"] = _FREQ_SPLITS[hyper["freq_split"]]

@@ -147,9 +147,9 @@ def zero_init_(module: nn.Module) -> nn.Module:
 class LayerNorm2d(nn.Module):
     """LayerNorm over channels of ``x: (B, C, H, W)`` at every pixel."""
 
-    def __init__(self, channels: int, eps: float = 1e-6):
+    def __init__(self, channels: int, eps: float = 1e-6, elementwise_affine: bool = True):
         super().__init__()
-        self.norm = nn.LayerNorm(channels, eps=eps)
+        self.norm = nn.LayerNorm(channels, eps=eps, elementwise_affine=elementwise_affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -231,18 +231,48 @@ class SimpleGate(nn.Module):
         return a * b
 
 
+class RepDepthwise3x3(nn.Module):
+    """Depthwise 3x3 conv (no padding) with parallel per-channel 1x1 and identity branches.
+
+    The extra branches ease optimisation (RepVGG, ECBSR, SPAN) and cost nothing after
+    ``reparameterize()``, which folds them into the 3x3 kernel's centre tap (exact).
+    ``x: (B, C, H + 2, W + 2)`` (already padded) -> ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, deploy: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, groups=channels)
+        self.point = None if deploy else nn.Conv2d(channels, channels, 1, groups=channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.point is not None:
+            centre = x[..., 1:-1, 1:-1]
+            y = y + self.point(centre) + centre
+        return y
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if self.point is None:
+            return
+        self.conv.weight[:, 0, 1, 1] += self.point.weight[:, 0, 0, 0] + 1.0
+        self.conv.bias += self.point.bias
+        self.point = None
+
+
 class PaddedDepthwiseExpand(nn.Module):
-    """1x1 expansion followed by a depthwise 3x3 conv, replicate-padded *before* the expansion.
+    """1x1 expansion followed by a (reparameterizable) depthwise 3x3, replicate-padded *before*
+    the expansion.
 
     A 1x1 conv commutes with replicate padding, so padding the narrow input instead of the wide
     expanded tensor gives the same result with ``expansion`` times less padding traffic.
     ``x: (B, C, H, W)`` -> ``(B, hidden, H, W)``.
     """
 
-    def __init__(self, channels: int, hidden: int):
+    def __init__(self, channels: int, hidden: int, deploy: bool = False):
         super().__init__()
         self.expand = conv1x1(channels, hidden)
-        self.dwconv = nn.Conv2d(hidden, hidden, 3, groups=hidden)
+        self.dwconv = RepDepthwise3x3(hidden, deploy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dwconv(self.expand(F.pad(x, (1, 1, 1, 1), mode="replicate")))
@@ -257,10 +287,10 @@ class GatedConv(nn.Module):
     ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
     """
 
-    def __init__(self, channels: int, expansion: int = 2):
+    def __init__(self, channels: int, expansion: int = 2, deploy: bool = False):
         super().__init__()
         hidden = channels * expansion
-        self.spatial = PaddedDepthwiseExpand(channels, hidden)
+        self.spatial = PaddedDepthwiseExpand(channels, hidden, deploy)
         self.gate = SimpleGate()
         self.project = conv1x1(hidden // 2, channels)
 
@@ -364,10 +394,10 @@ class GDFN(nn.Module):
     ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
     """
 
-    def __init__(self, channels: int, expansion: float = 2.66):
+    def __init__(self, channels: int, expansion: float = 2.66, deploy: bool = False):
         super().__init__()
         hidden = int(channels * expansion)
-        self.spatial = PaddedDepthwiseExpand(channels, 2 * hidden)
+        self.spatial = PaddedDepthwiseExpand(channels, 2 * hidden, deploy)
         self.project = conv1x1(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -454,24 +484,40 @@ class LocalPath(nn.Module):
         super().__init__()
         self.norm = nn.GroupNorm(4, channels)
         self.plk = PartialLargeKernelConv(channels, plk_kernel, plk_ratio, deploy)
-        self.gated = GatedConv(channels)
+        self.gated = GatedConv(channels, deploy=deploy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.gated(self.plk(self.norm(x)))
 
 
+@torch.no_grad()
+def fold_layernorm_(norm: nn.LayerNorm, weight: torch.Tensor, bias: torch.Tensor) -> nn.LayerNorm:
+    """Fold ``norm``'s affine into the next linear map (``weight: (out, C, ...)``, ``bias: (out,)``).
+
+    ``W (g * n + b) + c = (W g) n + (W b + c)``: exact. Returns the affine-free LayerNorm to use.
+    """
+    w2 = weight.view(weight.shape[0], weight.shape[1], -1)
+    bias += (w2 * norm.bias.view(1, -1, 1)).sum((1, 2))
+    w2 *= norm.weight.view(1, -1, 1)
+    return nn.LayerNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=False).to(weight.device)
+
+
 class ContextPath(nn.Module):
     """Context path: ``x + WindowAttention(LN(x))``, then ``+ GDFN(LN(.))`` (pre-norm residuals).
 
+    ``reparameterize()`` folds both LayerNorm affines into the next linear maps (qkv, GDFN expand).
     ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
     """
 
-    def __init__(self, channels: int, num_heads: int, window_size: int, shift: bool, ffn_expansion: float):
+    def __init__(
+        self, channels: int, num_heads: int, window_size: int, shift: bool, ffn_expansion: float, deploy: bool = False
+    ):
         super().__init__()
-        self.norm_attn = nn.LayerNorm(channels)
+        affine = not deploy
+        self.norm_attn = nn.LayerNorm(channels, elementwise_affine=affine)
         self.attn = WindowAttention(channels, num_heads, window_size, shift)
-        self.norm_ffn = LayerNorm2d(channels)
-        self.ffn = GDFN(channels, ffn_expansion)
+        self.norm_ffn = LayerNorm2d(channels, elementwise_affine=affine)
+        self.ffn = GDFN(channels, ffn_expansion, deploy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.permute(0, 2, 3, 1)
@@ -479,12 +525,21 @@ class ContextPath(nn.Module):
         x = t.permute(0, 3, 1, 2)
         return x + self.ffn(self.norm_ffn(x))
 
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if self.norm_attn.elementwise_affine:
+            self.norm_attn = fold_layernorm_(self.norm_attn, self.attn.qkv.weight, self.attn.qkv.bias)
+        if self.norm_ffn.norm.elementwise_affine:
+            expand = self.ffn.spatial.expand
+            self.norm_ffn.norm = fold_layernorm_(self.norm_ffn.norm, expand.weight, expand.bias)
+
 
 class DualPathBlock(nn.Module):
     """Local path || context path, fused by ``concat -> 1x1`` and added back with a layer scale.
 
     The layer scale starts at zero, so every block starts as the identity (NAFNet); HAT's 0.01
-    conv-branch scale addresses the same early-training balance between the paths.
+    conv-branch scale addresses the same early-training balance between the paths. At deploy the
+    scale is folded into the fusion conv.
     ``local_hint`` (the high-frequency band ``H0`` at scale 1) is added to the local path's input.
 
     ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
@@ -506,10 +561,10 @@ class DualPathBlock(nn.Module):
         super().__init__()
         self.local = LocalPath(channels, plk_kernel, plk_ratio, deploy) if use_local else None
         self.context = (
-            ContextPath(channels, num_heads, window_size, shift, ffn_expansion) if use_context else None
+            ContextPath(channels, num_heads, window_size, shift, ffn_expansion, deploy) if use_context else None
         )
         self.fuse = conv1x1(channels * (int(use_local) + int(use_context)), channels)
-        self.scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.scale = None if deploy else nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
         paths = []
@@ -517,7 +572,17 @@ class DualPathBlock(nn.Module):
             paths.append(self.local(x if local_hint is None else x + local_hint))
         if self.context is not None:
             paths.append(self.context(x))
-        return x + self.scale * self.fuse(torch.cat(paths, 1) if len(paths) > 1 else paths[0])
+        update = self.fuse(torch.cat(paths, 1) if len(paths) > 1 else paths[0])
+        return x + (update if self.scale is None else self.scale * update)
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold the layer scale into the fusion conv."""
+        if self.scale is None:
+            return
+        self.fuse.weight *= self.scale.view(-1, 1, 1, 1)
+        self.fuse.bias *= self.scale.view(-1)
+        self.scale = None
 
 
 class Scale(nn.Module):
@@ -563,15 +628,20 @@ class ConvExpert(nn.Module):
 class AttentionExpert(nn.Module):
     """E2, structure: LayerNorm -> window attention -> 1x1 (zero-init). Residual update."""
 
-    def __init__(self, channels: int, num_heads: int, window_size: int):
+    def __init__(self, channels: int, num_heads: int, window_size: int, deploy: bool = False):
         super().__init__()
-        self.norm = nn.LayerNorm(channels)
+        self.norm = nn.LayerNorm(channels, elementwise_affine=not deploy)
         self.attn = WindowAttention(channels, num_heads, window_size, shift=False)
         self.out = zero_init_(conv1x1(channels, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.attn(self.norm(x.permute(0, 2, 3, 1)))
         return self.out(t.permute(0, 3, 1, 2))
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if self.norm.elementwise_affine:
+            self.norm = fold_layernorm_(self.norm, self.attn.qkv.weight, self.attn.qkv.bias)
 
 
 class FrequencyExpert(nn.Module):
@@ -658,7 +728,7 @@ class MoEBottleneck(nn.Module):
         super().__init__()
         builders = {
             "conv": lambda: ConvExpert(channels, plk_kernel, plk_ratio, deploy),
-            "attn": lambda: AttentionExpert(channels, num_heads, window_size),
+            "attn": lambda: AttentionExpert(channels, num_heads, window_size, deploy),
             "fft": lambda: FrequencyExpert(channels),
         }
         self.expert_names = tuple(experts)
@@ -1101,8 +1171,8 @@ class HERSR(nn.Module):
     @torch.no_grad()
     def switch_to_deploy(self) -> HERSR:
         """Merge every reparameterizable branch in place (eval outputs unchanged); returns self."""
-        for module in self.modules():
-            if isinstance(module, PartialLargeKernelConv):
+        for module in list(self.modules()):
+            if module is not self and hasattr(module, "reparameterize"):
                 module.reparameterize()
         self.deploy = True
         return self
