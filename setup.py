@@ -20,7 +20,8 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "ruff", "scikit-image"],
+        # The suite also exercises the optional integrations (export, spandrel).
+        "test": ["pytest", "ruff", "scikit-image", "spandrel", "safetensors", "onnx", "onnxruntime"],
         "data": ["scikit-image"],
         "export": ["onnx", "onnxruntime", "safetensors"],
         "spandrel": ["spandrel", "safetensors"],
