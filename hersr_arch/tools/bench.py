@@ -194,23 +194,36 @@ def cuda_latency(net: nn.Module, size: tuple[int, int], dtype: torch.dtype, runs
 
 
 _PEAK_SNIPPET = """
-import json, resource, sys, torch
+import json, sys, torch
 sys.argv = ['x']
 torch.set_num_threads({threads})
-from hersr_arch.tools.bench import all_entries, build
+from hersr_arch.tools.bench import all_entries, build, rss_kib
 entry = next(e for e in all_entries() if e.name == {name!r})
 net = build(entry)
 x = torch.rand(1, 3, {h}, {w})
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')  # reset the peak-RSS mark (VmHWM) to the current RSS
+before = rss_kib('VmRSS')
 with torch.inference_mode():
     net(x)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"peak_mib": (after - before) / 1024}}))
+print(json.dumps({{"peak_mib": (rss_kib('VmHWM') - before) / 1024}}))
 """
 
 
+def rss_kib(field: str) -> int:
+    """``VmRSS`` (current) or ``VmHWM`` (peak since the last reset) of this process, in KiB (Linux)."""
+    with open("/proc/self/status", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
 def peak_memory_mib(name: str, size: tuple[int, int], threads: int) -> float | None:
-    """Peak RSS growth (MiB) of one forward, in a fresh interpreter so that models do not interfere."""
+    """Peak RSS growth (MiB) of one forward, in a fresh interpreter so that models do not interfere.
+
+    Linux only (``/proc``); None elsewhere or when the subprocess fails.
+    """
     code = _PEAK_SNIPPET.format(threads=threads, name=name, h=size[0], w=size[1])
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
@@ -303,12 +316,20 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
 
 
 def _pixel_scaling(net: nn.Module, size: tuple[int, int], rounds: int) -> dict:
-    """Time and MAC ratio for 4x the pixels (2x each side)."""
+    """Same-round time ratio and MAC ratio for 4x the pixels (2x each side)."""
     big = (size[0] * 2, size[1] * 2)
-    small_t = interleaved_latency({"n": net}, tuple(size), max(3, rounds // 3))["n"]
-    big_t = interleaved_latency({"n": net}, big, max(3, rounds // 3))["n"]
+    x_small, x_big = torch.rand(1, 3, *size), torch.rand(1, 3, *big)
+    ratios = []
+    with torch.inference_mode():
+        net(x_small), net(x_big)
+        for _ in range(max(3, rounds // 3)):
+            start = time.perf_counter()
+            net(x_small)
+            middle = time.perf_counter()
+            net(x_big)
+            ratios.append((time.perf_counter() - middle) / (middle - start))
     return {
-        "time_ratio_4x_pixels": statistics.median(big_t) / statistics.median(small_t),
+        "time_ratio_4x_pixels": statistics.median(ratios),
         "mac_ratio_4x_pixels": count_macs(net, *big) / count_macs(net, *size),
     }
 
@@ -361,7 +382,8 @@ def render_markdown(report: dict) -> str:
         "",
         "MACs for a 320x180 input at x4 (1280x720 output), counted by `torch.utils.flop_counter` with attention "
         "on the math backend (FFTs not counted). Latency: median over rounds, `torch.inference_mode`, batch 1. "
-        "Peak memory: peak RSS growth of one 320x180 forward in a fresh process.",
+        "Peak memory: peak RSS growth of one 320x180 forward in a fresh process. The 4x-pixel time "
+        "ratio is the median of same-round ratios.",
         "",
         "| model | group | params | GMACs | " + " | ".join(s.replace("ms_", "ms ") for s in sizes)
         + " | GFLOP/s | peak MiB |",
