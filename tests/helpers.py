@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -263,3 +264,97 @@ def write_basicsr_test_log(
         file_logger.handlers.clear()
         file_handler.close()
     return log_path
+
+
+# ---------------------------------------------------------------------------------------------
+# Reliability tests: hashes, subprocesses that run side by side or get killed, logged losses
+# ---------------------------------------------------------------------------------------------
+
+
+def yaml_network(net_type: str = "HERSR", **kwargs) -> dict:
+    """A ``network_g`` entry for a YAML file: tuples become lists (``yaml.safe_dump`` needs that)."""
+    return {"type": net_type, **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+
+
+def file_hashes(*roots: str | os.PathLike) -> dict[str, str]:
+    """``{path: sha256}`` of every file under ``roots`` (files or folders), to prove nothing changed."""
+    import hashlib
+
+    hashes = {}
+    for root in map(Path, roots):
+        for path in sorted([root] if root.is_file() else root.rglob("*")):
+            if path.is_file():
+                hashes[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def cli_env(env: dict | None = None) -> dict:
+    """Environment for a CLI subprocess: this tree importable, one OpenMP thread per process.
+
+    One thread keeps tiny networks fast (threads cost more than they give at this size) and immune to
+    a busy machine, where spinning OpenMP threads can slow a 2-core run down a hundredfold.
+    """
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), full_env.get("PYTHONPATH")) if p)
+    return full_env
+
+
+def start_cli(
+    args: list[str],
+    cwd: str | os.PathLike,
+    module: str | None = "hersr_arch.cli.basicsr_cli",
+    env: dict | None = None,
+    python_args: list[str] | None = None,
+) -> subprocess.Popen:
+    """Start ``python -m <module> <args>`` in ``cwd`` without waiting; output goes to ``cwd/cli.out|err``.
+
+    ``python_args`` replaces ``-m <module>`` (e.g. ``['-m', 'torch.distributed.run', ...]`` or a script).
+    Collect the result with :func:`finish_cli`.
+    """
+    cwd = Path(cwd)
+    cwd.mkdir(parents=True, exist_ok=True)
+    head = python_args if python_args is not None else ["-m", module]
+    with open(cwd / "cli.out", "w") as out, open(cwd / "cli.err", "w") as err:
+        proc = subprocess.Popen([sys.executable, *head, *map(str, args)], cwd=cwd, env=cli_env(env),
+                                stdout=out, stderr=err, text=True)
+    proc.output_dir = cwd
+    return proc
+
+
+def finish_cli(proc: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Wait for a :func:`start_cli` process (killed after ``timeout``); its exit status and output."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    out = (proc.output_dir / "cli.out").read_text(errors="replace")
+    err = (proc.output_dir / "cli.err").read_text(errors="replace")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "condition") -> None:
+    """Poll ``predicate()`` every 20 ms until it is true; fail if ``proc`` exits first or time runs out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process exited ({proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+_LOSS_LINE = re.compile(r"iter:\s*(\d+),.*\]\s((?:\w+: [-+.\deE]+\s*)+)$")
+
+
+def logged_losses(log_text: str) -> dict[int, dict[str, float]]:
+    """``{iter: {name: value}}`` from the lines BasicSR's ``MessageLogger`` writes for each iteration."""
+    losses = {}
+    for line in log_text.splitlines():
+        m = _LOSS_LINE.search(line.rstrip())
+        if m:
+            pairs = re.findall(r"(\w+): ([-+.\deE]+)", m.group(2))
+            losses[int(m.group(1))] = {k: float(v) for k, v in pairs}
+    return losses

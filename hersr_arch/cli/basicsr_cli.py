@@ -15,10 +15,19 @@ after importing ``hersr_arch`` (which registers HERSR's archs, models, datasets 
 BasicSR's train/test path assumes CUDA in a few places; ``patch_basicsr_for_cpu`` replaces those
 few functions at run time (site-packages is never edited), so that training, resuming, testing and
 ``--launcher pytorch`` also work on a machine without a GPU. Each replacement says which BasicSR
-line it works around.
+line it works around. ``patch_basicsr_for_reliability`` makes checkpoints and training states
+crash-safe (written atomically, see ``hersr_arch.cli.checkpoint_io``) and adds the top-level option
+``deterministic: true`` (or ``'warn'``); ``--auto_resume`` skips an unreadable training state.
+
+Before BasicSR starts, the option file is checked (``hersr_arch.option_checks``): a mistake in it
+(unknown network keyword, missing dataset folder or LMDB key, GT/LQ sizes that do not fit the scale,
+a truncated or foreign checkpoint, an output folder that cannot be written...) is one line on
+stderr and exit status 2, with no traceback and before any folder is created or archived. Training
+stopped by too many non-finite steps is one line and exit status 1.
 """
 
 import argparse
+import copy
 import os
 import subprocess
 import sys
@@ -29,6 +38,7 @@ import torch.distributed as dist
 import yaml
 
 from hersr_arch._compat import apply_torchvision_compat
+from hersr_arch.option_checks import OptionError, check_options
 
 apply_torchvision_compat()
 
@@ -36,9 +46,11 @@ import basicsr.test  # noqa: E402
 import basicsr.train  # noqa: E402
 import basicsr.utils.dist_util  # noqa: E402
 from basicsr.models.base_model import BaseModel  # noqa: E402
-from basicsr.utils import check_resume, scandir  # noqa: E402
-from basicsr.utils.options import ordered_yaml  # noqa: E402
+from basicsr.utils import check_resume, get_root_logger, scandir  # noqa: E402
+from basicsr.utils.options import _postprocess_yml_value, ordered_yaml  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from hersr_arch.cli import checkpoint_io  # noqa: E402
 
 COMMANDS = ("train", "test")
 # Top-level keys that BasicSR reads without a default (utils/options.py parse_options, train.py).
@@ -110,6 +122,20 @@ def init_dist_slurm(backend: str = "nccl", port: int | None = None) -> None:
     dist.init_process_group(backend="gloo")
 
 
+def _warn(message: str) -> None:
+    """A warning on stderr (BasicSR's logger must not be created before ``train_pipeline`` does)."""
+    print(f"basicsr: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _resumable_states(opt: dict) -> list[str]:
+    """``<iter>.state`` files of the experiment, newest first."""
+    state_dir = os.path.join("experiments", opt["name"], "training_states")
+    if not os.path.isdir(state_dir):
+        return []
+    iters = sorted((float(v.split(".state")[0]) for v in scandir(state_dir, suffix="state")), reverse=True)
+    return [os.path.join(state_dir, f"{it:.0f}.state") for it in iters]
+
+
 def load_resume_state(opt: dict) -> dict | None:
     """Load the training state to resume from, onto the GPU or, without one, the CPU.
 
@@ -118,28 +144,33 @@ def load_resume_state(opt: dict) -> dict | None:
     machine without CUDA. The choice of the state file is BasicSR's: with ``--auto_resume`` the
     highest ``<iter>.state`` in ``experiments/<name>/training_states``, otherwise
     ``path: resume_state``; ``check_resume`` then points ``pretrain_network_*`` at the matching
-    checkpoints, as in BasicSR.
+    checkpoints, as in BasicSR. One addition: with ``--auto_resume``, a state that cannot be read
+    (e.g. truncated by a crash while a BasicSR that saves non-atomically wrote it) is skipped with a
+    warning, and the next older one is used.
     """
-    resume_state_path = None
-    if opt["auto_resume"]:
-        state_dir = os.path.join("experiments", opt["name"], "training_states")
-        if os.path.isdir(state_dir):
-            iters = [float(v.split(".state")[0]) for v in scandir(state_dir, suffix="state")]
-            if iters:
-                resume_state_path = os.path.join(state_dir, f"{max(iters):.0f}.state")
-                opt["path"]["resume_state"] = resume_state_path
-    else:
-        resume_state_path = opt["path"].get("resume_state")
-    if not resume_state_path:
-        return None
-
     if torch.cuda.is_available() and opt["num_gpu"] != 0:
         map_location = torch.device("cuda", torch.cuda.current_device())
     else:
         map_location = torch.device("cpu")
-    resume_state = torch.load(resume_state_path, map_location=map_location)
-    check_resume(opt, resume_state["iter"])
-    return resume_state
+    if not opt["auto_resume"]:
+        resume_state_path = opt["path"].get("resume_state")
+        if not resume_state_path:
+            return None
+        resume_state = torch.load(resume_state_path, map_location=map_location)
+        check_resume(opt, resume_state["iter"])
+        return resume_state
+
+    for resume_state_path in _resumable_states(opt):
+        try:
+            resume_state = torch.load(resume_state_path, map_location=map_location)
+            resume_iter = resume_state["iter"]
+        except Exception as e:  # torch raises many types for damaged files
+            _warn(f"skipping unreadable training state {resume_state_path} ({type(e).__name__}: {str(e)[:120]}).")
+            continue
+        opt["path"]["resume_state"] = resume_state_path
+        check_resume(opt, resume_iter)
+        return resume_state
+    return None
 
 
 _original_model_to_device = BaseModel.model_to_device
@@ -169,11 +200,7 @@ def _with_cpu_fallback(parse_options):
     def parse_options_cpu_fallback(root_path, is_train=True):
         opt, args = parse_options(root_path, is_train=is_train)
         if opt["num_gpu"] and not torch.cuda.is_available():
-            print(
-                f"basicsr: warning: num_gpu: {opt['num_gpu']} but CUDA is not available, running on the CPU.",
-                file=sys.stderr,
-                flush=True,
-            )
+            _warn(f"num_gpu: {opt['num_gpu']} but CUDA is not available, running on the CPU.")
             opt["num_gpu"] = 0
         return opt, args
 
@@ -190,6 +217,52 @@ def patch_basicsr_for_cpu() -> None:
     for module in (basicsr.train, basicsr.test):
         if not getattr(module.parse_options, "hersr_cpu_fallback", False):
             module.parse_options = _with_cpu_fallback(module.parse_options)
+
+
+# --------------------------------------------------------------------------------------------
+# Reliability: atomic checkpoints, deterministic algorithms
+# --------------------------------------------------------------------------------------------
+
+
+def use_deterministic_algorithms(mode) -> None:
+    """Make training reproducible bit for bit (top-level option ``deterministic: true``).
+
+    ``true``: ``torch.use_deterministic_algorithms(True)`` (an op without a deterministic
+    implementation raises an error that names it), cuDNN deterministic and not benchmarking (BasicSR
+    1.4.2 sets ``cudnn.benchmark = True`` in its pipelines, which picks algorithms by timing), and
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` for deterministic cuBLAS. ``'warn'``: the same, but such an
+    op only warns. ``false`` (the default): PyTorch's defaults. On the CPU, HERSR's ops are
+    deterministic either way; the switch matters on GPUs.
+    """
+    if not mode:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=mode == "warn")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def _with_determinism(build_model):
+    """Wrap BasicSR's ``build_model``: apply ``deterministic`` after the pipeline's cuDNN setting."""
+
+    def build_model_deterministic(opt):
+        mode = opt.get("deterministic", False)
+        use_deterministic_algorithms(mode)
+        if mode:
+            get_root_logger().info(f"Deterministic algorithms on (deterministic: {mode}), cuDNN benchmark off.")
+        return build_model(opt)
+
+    build_model_deterministic.hersr_deterministic = True
+    return build_model_deterministic
+
+
+def patch_basicsr_for_reliability() -> None:
+    """Atomic ``save_network`` / ``save_training_state`` and the ``deterministic`` option (idempotent)."""
+    BaseModel.save_network = checkpoint_io.save_network
+    BaseModel.save_training_state = checkpoint_io.save_training_state
+    for module in (basicsr.train, basicsr.test):
+        if not getattr(module.build_model, "hersr_deterministic", False):
+            module.build_model = _with_determinism(module.build_model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,11 +290,46 @@ def check_option_file(path: str, command: str = "train") -> dict:
     return opt
 
 
-def _option_path(args: Sequence[str]) -> str | None:
+def _known_args(args: Sequence[str]) -> argparse.Namespace:
+    """``-opt``, ``--auto_resume`` and ``--force_yml`` as BasicSR will parse them."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("-opt")
+    parser.add_argument("--auto_resume", action="store_true")
+    parser.add_argument("--force_yml", nargs="+", default=None)
     known, _ = parser.parse_known_args(args)
-    return known.opt
+    return known
+
+
+def _option_path(args: Sequence[str]) -> str | None:
+    return _known_args(args).opt
+
+
+def _apply_force_yml(opt: dict, entries: Sequence[str] | None) -> None:
+    """``--force_yml a:b=value`` as BasicSR applies it (existing keys only), so checks see it too."""
+    for entry in entries or ():
+        keys, sep, value = entry.partition("=")
+        node, *path = [k.strip() for k in keys.split(":")]
+        if not sep:
+            raise OptionError(f"--force_yml {entry!r} is not of the form key:subkey=value.")
+        target = opt
+        for key in [node, *path][:-1]:
+            if not isinstance(target, dict) or key not in target:
+                raise OptionError(f"--force_yml {entry!r}: the option file has no {keys.strip()!r} to change.")
+            target = target[key]
+        if not isinstance(target, dict):
+            raise OptionError(f"--force_yml {entry!r}: the option file has no {keys.strip()!r} to change.")
+        target[[node, *path][-1]] = _postprocess_yml_value(value.strip())
+
+
+def preflight(opt: dict, command: str, args: Sequence[str], root_path: str) -> None:
+    """Check the options BasicSR is about to run (``OptionError`` on the first mistake)."""
+    known = _known_args(args)
+    opt = copy.deepcopy(opt)
+    _apply_force_yml(opt, known.force_yml)
+    resuming = bool((opt.get("path") or {}).get("resume_state"))
+    if command == "train" and known.auto_resume:
+        resuming = resuming or bool(_resumable_states(opt))
+    check_options(opt, command, root_path, resuming=resuming)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,23 +350,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     # torch.distributed.launch passes --local-rank; BasicSR's parser only knows --local_rank.
     rest = [a.replace("--local-rank", "--local_rank", 1) if a.startswith("--local-rank") else a for a in rest]
 
-    opt_path = _option_path(rest)
-    if opt_path is not None and not {"-h", "--help"} & set(rest):
-        try:
-            check_option_file(opt_path, command)
-        except OptionFileError as e:
-            print(f"basicsr {command}: error: {e}", file=sys.stderr)
-            return 2
-
     import hersr_arch  # noqa: F401  (registers HERSR's archs, models, datasets and losses)
+    from hersr_arch.models.hersr_model import TrainingStopped
 
-    patch_basicsr_for_cpu()
-    sys.argv = [f"basicsr {command}", *rest]  # BasicSR's parse_options reads sys.argv
     root_path = os.getcwd()
-    if command == "train":
-        basicsr.train.train_pipeline(root_path)
-    else:
-        basicsr.test.test_pipeline(root_path)
+    opt_path = _option_path(rest)
+    try:
+        if opt_path is not None and not {"-h", "--help"} & set(rest):
+            preflight(check_option_file(opt_path, command), command, rest, root_path)
+        patch_basicsr_for_cpu()
+        patch_basicsr_for_reliability()
+        sys.argv = [f"basicsr {command}", *rest]  # BasicSR's parse_options reads sys.argv
+        if command == "train":
+            basicsr.train.train_pipeline(root_path)
+        else:
+            basicsr.test.test_pipeline(root_path)
+    except (OptionFileError, OptionError) as e:
+        print(f"basicsr {command}: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingStopped as e:
+        print(f"basicsr {command}: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

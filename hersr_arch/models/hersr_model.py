@@ -19,7 +19,12 @@ Training options (under ``train:``), each optional:
 - ``amp`` (``null``, ``bf16`` or ``fp16``): autocast for forward and losses; fp16 uses a GradScaler
   and needs CUDA; bf16 works on CPU and on GPUs that support it.
 - ``max_nonfinite_steps`` (default 10): a non-finite loss or gradient skips the step with a warning;
-  this many in a row stop training with an error (the last checkpoint is left intact).
+  this many in a row stop training with :class:`TrainingStopped` (the last checkpoint is left
+  intact). Under DDP the ranks agree: a step is skipped on every rank when the loss is non-finite on
+  any of them (a rank that skipped ``backward`` alone would leave the others waiting for it).
+
+The network options (``network_g``, ``network_d``) are checked before the networks are built: an
+unknown keyword is an error that lists the allowed ones (``hersr_arch.option_checks``).
 
 Validation options (under ``val:``): ``tile_size`` (0 = whole image), ``tile_pad`` (16),
 ``self_ensemble`` (false). Validation is deterministic: the network is in eval mode, where the
@@ -33,6 +38,7 @@ import math
 from collections import OrderedDict
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
@@ -40,14 +46,25 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from hersr_arch.option_checks import check_network_options
 from hersr_arch.tools.inference import self_ensemble, tiled_forward
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class TrainingStopped(RuntimeError):
+    """Training stopped on purpose (``train.max_nonfinite_steps`` non-finite steps in a row)."""
+
+
 @MODEL_REGISTRY.register()
 class HERSRModel(SRModel):
     """SR/restoration model for HERSR (SRModel-like; SRGAN-style when ``network_d`` is set)."""
+
+    def __init__(self, opt):
+        for key in ("network_g", "network_d"):
+            if opt.get(key) is not None:
+                check_network_options(opt[key], key)
+        super().__init__(opt)
 
     def init_training_settings(self):
         train_opt = self.opt["train"]
@@ -170,10 +187,18 @@ class HERSRModel(SRModel):
             total = total + loss_dict["l_g_gan"]
         return total
 
+    def _loss_is_finite(self, loss) -> bool:
+        """Whether ``loss`` is finite, on every rank under DDP (all ranks then skip or step together)."""
+        finite = torch.isfinite(loss.detach()).to(torch.int32)
+        if self.opt.get("dist") and dist.is_available() and dist.is_initialized():
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item())
+
     def _step(self, loss, optimizer, params, clip: float, name: str) -> bool:
         """Backward + (clipped) step; skips and counts a non-finite loss or gradient."""
-        if not torch.isfinite(loss):
-            return self._skip(name, f"loss is {loss.item()}")
+        if not self._loss_is_finite(loss):
+            why = f"loss is {loss.item()}" if not torch.isfinite(loss) else "loss is non-finite on another rank"
+            return self._skip(name, why)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(optimizer)
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
@@ -191,10 +216,13 @@ class HERSRModel(SRModel):
             f"(training stops at {self.max_nonfinite_steps})."
         )
         if self.nonfinite_steps >= self.max_nonfinite_steps:
-            raise RuntimeError(
-                f"{self.nonfinite_steps} consecutive non-finite steps: training stopped. The last saved "
-                "checkpoint is intact; lower the learning rate, enable train.grad_clip, or check the data."
+            message = (
+                f"{self.nonfinite_steps} consecutive non-finite steps (train.max_nonfinite_steps: "
+                f"{self.max_nonfinite_steps}): training stopped. The last saved checkpoint is intact; lower the "
+                "learning rate, enable train.grad_clip, or check the data."
             )
+            get_root_logger().error(message)
+            raise TrainingStopped(message)
         return False
 
     def optimize_parameters(self, current_iter):
