@@ -76,7 +76,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from hersr_arch.tools.demo import DemoError
     from hersr_arch.tools.demo import run_demo as demo
 
-    extra = ["--force_yml", f"train:total_iter={args.iters}"] if args.iters else []
+    # The cosine schedule's period must follow the iteration count (BasicSR fails past its end).
+    extra = ["--force_yml", f"train:total_iter={args.iters}", f"train:scheduler:periods=[{args.iters}]"] if args.iters else []
     try:
         result = demo(Path(args.root), Path(args.options), extra)
     except (DemoError, OSError, ValueError) as e:
