@@ -1,7 +1,7 @@
 """HERSR: Hybrid Efficient Restoration & Super-Resolution.
 
-One self-contained file (torch only) so that it can be copied unchanged into BasicSR, neosr or
-traiNNer-redux. It reads top to bottom:
+One self-contained file (torch only), so that it can be copied into other projects; it registers
+itself in BasicSR's ARCH_REGISTRY when BasicSR is importable. It reads top to bottom:
 
 1. tensor plumbing: padding, windows, local context pooling, ICNR;
 2. building blocks: partial large-kernel conv (reparameterizable), NAFNet gated conv, shifted-window
@@ -1039,7 +1039,7 @@ class HERSR(nn.Module):
         self.aux_loss: torch.Tensor = torch.zeros(())
         self.last_gates: torch.Tensor | None = None
         # Hyper-parameters that tensor shapes cannot reveal, saved with the weights so that loaders
-        # (spandrel, `hersr upscale`) rebuild the model from the state dict alone.
+        # (``hersr_arch.loading``) rebuild the model from the state dict alone.
         hyper = [_HYPER_FORMAT, upscale, num_in_ch, num_out_ch, window_size, _ROUTINGS.index(moe_routing),
                  train_size, moe_top_k, NoiseInjection.MODES.index(noise_mode), _FREQ_SPLITS.index(freq_split)]
         self.register_buffer("hyper", torch.tensor(hyper, dtype=torch.int64))
