@@ -6,7 +6,7 @@ import torch
 from hersr_arch.archs.hersr_arch import HERSR, hersr_l, hersr_m, hersr_s
 from tests.conftest import tiny_hersr
 
-SIZES = [(1, 1), (7, 5), (67, 45), (16, 16), (64, 96)]
+SIZES = [(1, 1), (7, 5), (67, 45), (16, 16), (64, 96), (72, 8)]  # 72x8: 1-px-wide bottleneck > train_size
 
 
 @pytest.mark.parametrize("scale", [1, 2, 3, 4])

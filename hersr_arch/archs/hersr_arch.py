@@ -853,7 +853,7 @@ class TextureHead(nn.Module):
 
     def forward(self, x: torch.Tensor, style_src: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        if style_src.shape[-1] != 1:
+        if style_src.shape[-2:] != (1, 1):
             style_src = F.interpolate(style_src, size=(h, w), mode="bilinear", align_corners=False)
         return F.leaky_relu(self.conv(self.noise(x), style_src), 0.2)
 
