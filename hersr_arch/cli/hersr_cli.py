@@ -92,6 +92,50 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_upscale(args: argparse.Namespace) -> int:
+    """Upscale an image or a folder with a checkpoint; exit status 1 if any image failed."""
+    from hersr_arch.tools.upscale import SetupError, UpscaleOptions
+    from hersr_arch.tools.upscale import run_upscale as upscale
+
+    options = UpscaleOptions(
+        tile=args.tile, tile_pad=args.tile_pad, device=args.device, precision=args.precision,
+        noise_strength=args.noise_strength, out_format=args.format, bit_depth=args.bit_depth, alpha=args.alpha,
+        overwrite=args.overwrite, recursive=args.recursive, progress=not args.no_progress,
+    )  # fmt: skip
+    try:
+        summary = upscale(Path(args.input), Path(args.output), Path(args.model), options)
+    except (SetupError, OSError) as e:
+        raise CommandError(str(e)) from None
+    for line in summary.lines():
+        print(f"hersr upscale: {line}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Reparameterized weights (--deploy) and/or ONNX (--onnx), each verified after writing."""
+    from hersr_arch.tools.export import ExportError, export_deploy, export_onnx
+
+    if not (args.deploy or args.onnx):
+        raise CommandError("nothing to do: give --deploy OUT.pth|OUT.safetensors and/or --onnx OUT.onnx")
+    log = (lambda m: print(f"hersr export: {m}", file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
+    try:
+        if args.deploy:
+            result = export_deploy(args.model, args.deploy)
+            log(f"wrote {result['path']}: {result['params_before'] / 1e6:.3f}M -> {result['params_after'] / 1e6:.3f}M "
+                f"parameters, max |deployed - original| = {result['max_abs_diff']:.1e}")
+        if args.onnx:
+            report = export_onnx(args.model, args.onnx, opset=args.opset, fp16=args.fp16, log=log)
+            for note in report.notes:
+                log(f"note: {note}")
+            worst = max(diff for _, diff in report.checks)
+            log(f"wrote {report.path} (opset {report.opset}{', fp16' if report.fp16 else ''}, dynamic batch/height/"
+                f"width): onnxruntime matches PyTorch at {len(report.checks)} sizes, max diff {worst:.1e} "
+                f"<= {report.tolerance:g}")
+    except (ExportError, OSError) as e:
+        raise CommandError(str(e)) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hersr`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="hersr", description="HERSR tools.")
@@ -148,6 +192,51 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--options", default="options/demo", help="folder of the demo option files")
     demo.add_argument("--iters", type=int, default=0, help="override the training iterations")
     demo.set_defaults(func=run_demo)
+
+    upscale = subparsers.add_parser(
+        "upscale",
+        help="upscale an image or a folder of images with a HERSR checkpoint",
+        description="Upscale INPUT (an image, or a folder of PNG/JPEG/WebP/TIFF/BMP images) into the folder "
+        "OUTPUT with the checkpoint --model; architecture and scale come from the checkpoint. 8/16-bit and "
+        "float TIFF, grayscale, RGB and RGBA; the output keeps the input's bit depth unless --format or "
+        "--bit-depth say otherwise. Damaged files are reported and skipped; existing outputs are kept unless "
+        "--overwrite. Exit status 1 if any image failed.",
+    )
+    upscale.add_argument("input", metavar="INPUT", help="an image file or a folder")
+    upscale.add_argument("output", metavar="OUTPUT", help="output folder (created)")
+    upscale.add_argument("--model", required=True, metavar="W.pth", help="HERSR checkpoint (.pth or .safetensors)")
+    upscale.add_argument("--recursive", action="store_true", help="also process subfolders (kept in OUTPUT)")
+    upscale.add_argument("--tile", type=int, default=0, metavar="N",
+                         help="process N x N input tiles, blended (bounds memory; default 0: whole image)")
+    upscale.add_argument("--tile-pad", type=int, default=32, metavar="P", help="context around each tile (default 32)")
+    upscale.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    upscale.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                         help="autocast precision (default fp32); refused where the device cannot run it")
+    upscale.add_argument("--noise-strength", type=float, default=None, metavar="F",
+                         help="texture-head noise multiplier (default: the model's, 1.0; 0 turns it off)")
+    upscale.add_argument("--format", choices=["png", "jpg", "webp", "tiff", "bmp"], help="output format (default: input's)")
+    upscale.add_argument("--bit-depth", type=int, choices=[8, 16, 32], help="output bit depth (32 = float TIFF)")
+    upscale.add_argument("--alpha", default="model", choices=["model", "bicubic"],
+                         help="how to upscale an alpha channel (default: model)")
+    upscale.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
+    upscale.add_argument("--no-progress", action="store_true", help="no progress bar")
+    upscale.set_defaults(func=run_upscale)
+
+    export = subparsers.add_parser(
+        "export",
+        help="reparameterized weights (.pth/.safetensors) and ONNX with dynamic batch/height/width",
+        description="Export a HERSR checkpoint for deployment. --deploy writes the switch_to_deploy() weights "
+        "(self-describing: load_hersr and spandrel rebuild the model from them). --onnx writes an ONNX model with "
+        "dynamic batch, height and width and checks onnxruntime against PyTorch at several sizes, including an "
+        "odd one; a mismatch is an error and nothing is written. Needs pip install 'hersr[export]'.",
+    )
+    export.add_argument("--model", required=True, metavar="W.pth", help="HERSR checkpoint (.pth or .safetensors)")
+    export.add_argument("--deploy", metavar="OUT", help="write reparameterized weights (.pth or .safetensors)")
+    export.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX model")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; >= 14, DySample >= 16)")
+    export.add_argument("--fp16", action="store_true", help="float16 ONNX weights and input/output")
+    export.add_argument("--quiet", action="store_true", help="no progress messages")
+    export.set_defaults(func=run_export)
 
     return parser
 
