@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hersr_arch.archs.hersr_arch import ModulatedConv
 from tests.conftest import perturb_, tiny_hersr
 
 
@@ -216,3 +217,15 @@ def test_attention_logit_scale_is_clamped():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = perturb_(model)(torch.rand(1, 3, 16, 16))
     assert torch.isfinite(out).all()
+
+
+def test_modulated_conv_local_style_equals_modulating_the_resized_source():
+    """The local (TLC) style is modulated at low resolution, then resized: equal to resizing first."""
+    torch.manual_seed(0)
+    conv = ModulatedConv(16, 24)
+    with torch.no_grad():
+        for p in conv.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        x, source = torch.randn(2, 16, 40, 56), torch.randn(2, 24, 5, 7)
+        resized_first = conv(x, F.interpolate(source, size=(40, 56), mode="bilinear", align_corners=False))
+        torch.testing.assert_close(conv(x, source), resized_first, atol=1e-5, rtol=1e-5)

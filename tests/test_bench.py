@@ -33,3 +33,19 @@ def test_bench_and_proxy_produce_a_report(tmp_path):
 def test_bench_rejects_a_bad_size(tmp_path):
     result = run_cli(["bench", "--sizes", "big", "--out", "-"], cwd=tmp_path, module="hersr_arch.cli.hersr_cli")
     assert result.returncode != 0 and "not WIDTHxHEIGHT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_rejects_unknown_model_names(tmp_path):
+    """A typo must not silently drop HERSR from the table (names carry '(deployed)' / '(train graph)')."""
+    result = run_cli(["bench", "--models", "hersr_s", "SPAN-48", "--out", "-"], cwd=tmp_path,
+                     module="hersr_arch.cli.hersr_cli")  # fmt: skip
+    assert result.returncode == 1 and "unknown --models ['hersr_s']" in result.stderr
+    assert "'hersr_s (deployed)'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_runs_a_deployed_model_without_its_train_graph(tmp_path):
+    args = ["bench", "--models", "hersr_s (deployed)", "--sizes", "24x16", "--mac-size", "24x16", "--rounds", "1",
+            "--no-memory", "--no-spandrel", "--out", "-", "--quiet"]  # fmt: skip
+    result = run_cli(args, cwd=tmp_path, module="hersr_arch.cli.hersr_cli", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| hersr_s (deployed) | hersr |" in result.stdout

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import hersr_arch.archs.hersr_arch as hersr_arch_module
 from hersr_arch.archs.hersr_arch import ContextPool, FrequencyExpert, WindowAttention, hersr_s
 from hersr_arch.loading import load_hersr, read_state_dict
 from hersr_arch.tools import export as ex
@@ -124,10 +125,12 @@ def test_onnx_fp16(tmp_path):
 
 
 def test_onnx_mismatch_fails_loudly_and_writes_nothing(tmp_path, monkeypatch):
-    """Traced at a window multiple, the graph lacks the window pads (the SwinIR/HAT failure): the check
-    at the second size catches it."""
+    """With the arch's tracing guards defeated, a graph traced at a window multiple skips the window
+    pads and bakes in size-keyed caches (the SwinIR/HAT failure): the check at the second size
+    catches it."""
     model = perturb_(tiny_hersr(upscale=2)).eval()
     monkeypatch.setattr(ex, "trace_size", lambda model: (16, 16))
+    monkeypatch.setattr(hersr_arch_module, "_is_tracing", lambda: False)
     with pytest.raises(ExportError, match=r"onnxruntime (failed on|differs from PyTorch by .* on) an input of shape"):
         export_onnx(save(model, tmp_path / "w.pth"), tmp_path / "m.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]  # not even a temporary file

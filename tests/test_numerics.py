@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import hersr_arch.archs.hersr_arch as hersr_arch_module
 from hersr_arch.models.hersr_model import HERSRModel
 from tests.conftest import TINY, perturb_, tiny_hersr
 
@@ -85,13 +86,13 @@ def test_attention_logits_are_bounded_by_the_clamp(monkeypatch, dtype):
             if name.endswith("logit_scale"):
                 p.fill_(50.0)
     seen = []
-    sdpa = F.scaled_dot_product_attention
+    attend = hersr_arch_module.attend
 
     def spy(q, k, v, *args, **kwargs):
         seen.append((q.float() @ k.float().transpose(-2, -1)).abs().max().item())
-        return sdpa(q, k, v, *args, **kwargs)
+        return attend(q, k, v, *args, **kwargs)
 
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(hersr_arch_module, "attend", spy)
     x = torch.randn(1, 3, 24, 24, generator=torch.Generator().manual_seed(0)) * 100
     with one_thread(), torch.no_grad(), _autocast(DTYPES[dtype]):
         out = model(x)
@@ -107,11 +108,20 @@ def test_attention_logits_are_bounded_by_the_clamp(monkeypatch, dtype):
 def test_moe_router_runs_in_fp32_under_bf16_autocast(routing):
     model = perturb_(tiny_hersr(upscale=2, moe_routing=routing, moe_top_k=2)).train()
     dtypes = {}
-    model.moe.router.register_forward_hook(lambda m, inp, out: dtypes.update(router=out.dtype, input=inp[0].dtype))
+    route = model.moe.route
+
+    def recording_route(x, ctx):
+        logits, gates = route(x, ctx)
+        dtypes.update(logits=logits.dtype, gates=gates.dtype)
+        return logits, gates
+
+    model.moe.route = recording_route
+    model.reconstruct.register_forward_hook(lambda m, inp, out: dtypes.update(body=out.dtype))
     with one_thread(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(torch.rand(2, 3, 16, 16))
-    assert out.dtype == torch.bfloat16  # the body really ran in bf16
-    assert dtypes == {"router": torch.float32, "input": torch.float32}
+    assert dtypes["body"] == torch.bfloat16  # the body really ran in bf16
+    assert out.dtype == torch.float32  # the global residual is added in the input's dtype
+    assert dtypes["logits"] == torch.float32 and dtypes["gates"] == torch.float32
     gates = model.last_gates
     assert gates.dtype == torch.float32 and model.aux_loss.dtype == torch.float32
     assert torch.allclose(gates.sum(1), torch.ones(()), atol=1e-6)
@@ -169,3 +179,17 @@ def test_200_iterations_at_a_high_learning_rate_stay_finite(tmp_path, amp):
                     with _autocast(DTYPES[dtype]):
                         for name, x in EXTREME_INPUTS.items():
                             assert torch.isfinite(net(x)).all(), (dtype, name)
+
+
+@pytest.mark.parametrize("chunk_dim, groups, mask_groups", [(0, 2, 2), (1, 4100, 4100), (1, 8, 1)])
+def test_inference_attention_equals_sdpa_across_slices(chunk_dim, groups, mask_groups):
+    """The eager-inference attention (explicit matmuls, sliced to bound memory) equals SDPA; the sizes
+    make it run in more than one slice."""
+    gen = torch.Generator().manual_seed(0)
+    n = 2100 if chunk_dim == 0 else 1
+    q, k, v = (torch.randn(n, groups, 64, 16, generator=gen) for _ in range(3))
+    mask = torch.randn(1, mask_groups, 64, 64, generator=gen)
+    with torch.no_grad():
+        out = hersr_arch_module.attend(q, k, v, mask, chunk_dim=chunk_dim)
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

@@ -1,7 +1,9 @@
 """HERSR: Hybrid Efficient Restoration & Super-Resolution.
 
 One self-contained file (torch only), so that it can be copied into other projects; it registers
-itself in BasicSR's ARCH_REGISTRY when BasicSR is importable. It reads top to bottom:
+``HERSR``, ``hersr_s``, ``hersr_m`` and ``hersr_l`` in the running framework's ARCH_REGISTRY
+(neosr or traiNNer-redux when that is the running program, else BasicSR when importable). It
+reads top to bottom:
 
 1. tensor plumbing: padding, windows, local context pooling, ICNR;
 2. building blocks: partial large-kernel conv (reparameterizable), NAFNet gated conv, shifted-window
@@ -54,9 +56,12 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     size, including 1x1, where reflect padding is undefined.
     """
     h, w = x.shape[-2:]
-    ph = (multiple - h % multiple) % multiple
-    pw = (multiple - w % multiple) % multiple
-    if ph == 0 and pw == 0:
+    # Padded sizes as ``multiple * ceil(h / multiple)``: under dynamic-shape tracing this form keeps
+    # later ``% multiple`` checks trivially zero; ``(-h) % multiple`` would grow nested Mod terms
+    # that made torch.compile(dynamic=True) spend minutes in sympy.
+    ph = (h + multiple - 1) // multiple * multiple - h
+    pw = (w + multiple - 1) // multiple * multiple - w
+    if not _is_tracing() and ph == 0 and pw == 0:
         return x
     return F.pad(x, (0, pw, 0, ph), mode="replicate")
 
@@ -65,14 +70,17 @@ def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
     """``x: (B, H, W, C)`` with H, W multiples of ``ws`` -> windows ``(B * nW, ws * ws, C)``."""
     b, h, w, c = x.shape
     x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, ws * ws, c)
+    # contiguous + view with explicit sizes (reshape copies here anyway): whether a reshape of a
+    # permuted tensor can be a view depends on which sizes are 1, and under dynamic-shape tracing
+    # that question becomes guards that force recompiles.
+    return x.contiguous().view(b * (h // ws) * (w // ws), ws * ws, c)
 
 
-def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
+def window_reverse(windows: torch.Tensor, ws: int, b: int, h: int, w: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`: ``(B * nW, ws * ws, C)`` -> ``(B, H, W, C)``."""
     c = windows.shape[-1]
-    x = windows.view(-1, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, c)
+    x = windows.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+    return x.contiguous().view(b, h, w, c)
 
 
 def shifted_window_mask(h: int, w: int, ws: int, shift: int, device: torch.device) -> torch.Tensor:
@@ -86,7 +94,7 @@ def shifted_window_mask(h: int, w: int, ws: int, shift: int, device: torch.devic
     row_id = (rows >= h - ws).long() + (rows >= h - shift).long()
     col_id = (cols >= w - ws).long() + (cols >= w - shift).long()
     region = (row_id[:, None] * 3 + col_id[None, :]).view(h // ws, ws, w // ws, ws)
-    region = region.permute(0, 2, 1, 3).reshape(-1, ws * ws)
+    region = region.permute(0, 2, 1, 3).reshape((h // ws) * (w // ws), ws * ws)
     return (region[:, :, None] != region[:, None, :]).float() * -100.0
 
 
@@ -135,6 +143,16 @@ def conv3x3(in_ch: int, out_ch: int, groups: int = 1, bias: bool = True) -> nn.C
 
 def conv1x1(in_ch: int, out_ch: int, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, 1, bias=bias)
+
+
+def conv_fp32(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` computed in fp32 whatever the dtype of the module or of autocast.
+
+    For the few numerically sensitive spots (router logits, spectra): they must stay fp32 both
+    under autocast and after ``model.half()`` / ``model.bfloat16()``, which cast the weights too.
+    """
+    bias = None if conv.bias is None else conv.bias.float()
+    return F.conv2d(x.float(), conv.weight.float(), bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def zero_init_(module: nn.Module) -> nn.Module:
@@ -298,6 +316,31 @@ class GatedConv(nn.Module):
         return self.project(self.gate(self.spatial(x)))
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, chunk_dim: int) -> torch.Tensor:
+    """``softmax(q k^T + mask) v`` for ``q, k, v: (N, G, L, d)`` and ``mask: (1, G or 1, L, L)``
+    (logit scale already in ``q``) -> ``(N, G, L, d)``.
+
+    With autograd or under tracing: ``F.scaled_dot_product_attention``. In eager inference: two
+    matmuls and an in-place softmax, which for the short windows here (L = 64) is ~25% faster on CPU
+    than SDPA's flash kernel; it is run in slices along ``chunk_dim`` (0 or 1; ``mask`` is sliced
+    with it when it has per-group entries) so the ``L x L`` scores stay below ~64 MiB at any image size.
+    """
+    if torch.is_grad_enabled() or _is_tracing():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    n, g, length = q.shape[:3]
+    per_slice = (g if chunk_dim == 0 else n) * length * length * q.element_size()
+    step = max(1, (64 << 20) // per_slice)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    for start in range(0, q.shape[chunk_dim], step):
+        part = slice(start, start + step)
+        index = (part,) if chunk_dim == 0 else (slice(None), part)
+        scores = torch.matmul(q[index], k[index].transpose(-1, -2))
+        scores += mask[index] if chunk_dim == 1 and mask.shape[1] > 1 else mask
+        torch.softmax(scores, dim=-1, out=scores)
+        torch.matmul(scores, v[index], out=out[index])
+    return out
+
+
 class WindowAttention(nn.Module):
     """(Shifted-)window multi-head attention, scaled-cosine form (Swin V2).
 
@@ -341,7 +384,7 @@ class WindowAttention(nn.Module):
         bias = bias.permute(2, 0, 1).to(dtype)  # (heads, L, L)
         if self.shift:
             mask = shifted_window_mask(hp, wp, self.window_size, self.shift, device).to(dtype)
-            bias = (bias[None] + mask[:, None]).reshape(1, -1, length, length)
+            bias = (bias[None] + mask[:, None]).reshape(1, mask.shape[0] * heads, length, length)
         else:
             bias = bias[None]
         if cacheable:
@@ -366,22 +409,23 @@ class WindowAttention(nn.Module):
         qk = qkv[:, :, :2]
         scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().view(1, heads, 1)
         scale = torch.cat((scale, torch.ones_like(scale))).to(qk.dtype)  # (2, heads, 1): q, k
-        qk = qk * (torch.rsqrt(qk.pow(2).sum(-1, keepdim=True).clamp_min(1e-12)) * scale)
+        qk = qk * (scale / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-6))
         q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
         attn_mask = self._attn_bias(hp, wp, q.dtype)
         if self.shift:  # one mask per window: fold windows into the head axis of a 4-D batch
             groups = attn_mask.shape[1]
-            out = F.scaled_dot_product_attention(
-                q.reshape(b, groups, length, -1),
-                k.reshape(b, groups, length, -1),
-                v.reshape(b, groups, length, -1),
-                attn_mask=attn_mask,
-                scale=1.0,
-            ).reshape(n_win, heads, length, -1)
+            d = c // heads
+            out = attend(
+                q.reshape(b, groups, length, d),
+                k.reshape(b, groups, length, d),
+                v.reshape(b, groups, length, d),
+                attn_mask,
+                chunk_dim=1,
+            ).reshape(n_win, heads, length, d)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
+            out = attend(q, k, v, attn_mask, chunk_dim=0)
         out = self.proj(out.transpose(1, 2).reshape(n_win, length, c))
-        x = window_reverse(out, ws, hp, wp)
+        x = window_reverse(out, ws, b, hp, wp)
         if self.shift:
             x = torch.roll(x, (self.shift, self.shift), (1, 2))
         return x[:, :h, :w]
@@ -662,7 +706,7 @@ class FrequencyExpert(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             spec = torch.fft.rfft2(x.float(), norm="ortho")
             y = torch.cat((spec.real, spec.imag), 1)
-            y = self.out(F.gelu(self.mix(y)))
+            y = conv_fp32(self.out, F.gelu(conv_fp32(self.mix, y)))
             real, imag = y.chunk(2, dim=1)
             out = torch.fft.irfft2(torch.complex(real, imag), s=(h, w), norm="ortho")
         return out.to(x.dtype)
@@ -747,7 +791,7 @@ class MoEBottleneck(nn.Module):
         """Router logits and gates, both fp32: ``(B, E, h, w)``."""
         source = ctx if self.routing == "image" else x
         with torch.autocast(device_type=x.device.type, enabled=False):
-            logits = self.router(source.float())
+            logits = conv_fp32(self.router, source)
             gates = torch.softmax(logits, dim=1)
             if 0 < self.top_k < gates.shape[1]:
                 top = gates.topk(self.top_k, dim=1).indices
@@ -775,13 +819,42 @@ class MoEBottleneck(nn.Module):
         return out.to(x.dtype)
 
 
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """Integer hash of ``x`` (int64 in ``[0, 2**32)``) into ``[0, 2**32)``; exact on every device.
+
+    Two rounds of xor-shift-multiply (a well-mixing 32-bit hash); products stay below ``2**59``, so
+    int64 arithmetic never overflows.
+    """
+    for _ in range(2):
+        x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
+    return (x >> 16) ^ x
+
+
+def coordinate_noise(h: int, w: int, seed: int, device: torch.device) -> torch.Tensor:
+    """Standard-normal noise ``(1, 1, h, w)`` that is a pure function of ``(row, column, seed)``.
+
+    Hash-based (Box-Muller on two hashed uniforms) rather than a seeded ``torch.Generator``: the
+    value at a pixel does not depend on the map size (a crop sees the same noise as the full
+    image), it is the same on CPU and GPU, and it traces under ``torch.compile``/export without a
+    graph break.
+    """
+    rows = torch.arange(h, device=device, dtype=torch.int64)[:, None]
+    cols = torch.arange(w, device=device, dtype=torch.int64)[None, :]
+    key = _hash32(_hash32(rows + (seed & 0xFFFFFFFF)) ^ cols)
+    u1 = (_hash32(key).float() + 1.0) / 4294967296.0  # (0, 1]
+    u2 = _hash32(key ^ 0x9E3779B9).float() / 4294967296.0
+    noise = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+    return noise[None, None]
+
+
 class NoiseInjection(nn.Module):
     """StyleGAN2 noise injection: ``x + weight[c] * strength * noise``, weight initialised to 0.
 
     ``noise_mode``: ``'random'`` draws fresh noise in training; ``'fixed'`` uses a seeded noise
-    map; ``'off'`` adds nothing (and, given at construction, creates no weight). In eval, ``'random'`` and ``'fixed'`` both use the seeded map, so
-    inference is deterministic. The noise map is ``(1, 1, H, W)``, shared by the batch, so a sample's
-    output does not depend on its batch. ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
+    map (:func:`coordinate_noise`); ``'off'`` adds nothing (and, given at construction, creates no
+    weight). In eval, ``'random'`` and ``'fixed'`` both use the seeded map, so inference is
+    deterministic. The noise map is ``(1, 1, H, W)``, shared by the batch, so a sample's output does
+    not depend on its batch. ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
     """
 
     MODES = ("random", "fixed", "off")
@@ -796,10 +869,11 @@ class NoiseInjection(nn.Module):
         self._fixed: torch.Tensor | None = None
 
     def _fixed_noise(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        if _is_tracing():  # computed in the graph, so that any size works
+            return coordinate_noise(h, w, self.seed, like.device).to(like.dtype)
         cached = self._fixed
         if cached is None or cached.shape[-2:] != (h, w) or cached.device != like.device:
-            gen = torch.Generator().manual_seed(self.seed)
-            cached = torch.randn(1, 1, h, w, generator=gen).to(like.device)
+            cached = coordinate_noise(h, w, self.seed, like.device)
             self._fixed = cached
         return cached.to(like.dtype)
 
@@ -821,7 +895,8 @@ class ModulatedConv(nn.Module):
     grouped-conv form (StyleGAN2's ``fused_modconv=False``) for a per-image style, and it needs no
     groups = batch, so it exports and batches cleanly. The modulation bias starts at 1 (StyleGAN2).
 
-    ``x: (B, C, H, W)``, ``style_src: (B, S, h, w)`` with h, w in {1, H} -> ``(B, C, H, W)``.
+    ``x: (B, C, H, W)``, ``style_src: (B, S, h, w)`` with ``(h, w)`` = ``(1, 1)`` (per image) or any
+    size (local TLC style, resized to ``(H, W)``) -> ``(B, C, H, W)``.
     """
 
     def __init__(self, channels: int, style_dim: int):
@@ -834,6 +909,10 @@ class ModulatedConv(nn.Module):
 
     def forward(self, x: torch.Tensor, style_src: torch.Tensor) -> torch.Tensor:
         style = self.modulation(style_src.to(x.dtype))  # (B, C, h, w)
+        if style.shape[-2:] != (1, 1) and style.shape[-2:] != x.shape[-2:]:
+            # Bilinear weights sum to 1, so resizing after the (affine) 1x1 modulation equals
+            # modulating the resized source, at C instead of S channels and low resolution.
+            style = F.interpolate(style, size=x.shape[-2:], mode="bilinear", align_corners=False)
         energy = self.weight.pow(2).sum((2, 3))[:, :, None, None]  # (C_out, C_in, 1, 1)
         demod = torch.rsqrt(F.conv2d(style.pow(2), energy.to(x.dtype)) + 1e-8)
         out = F.conv2d(F.pad(x * style, (1, 1, 1, 1), mode="replicate"), self.weight.to(x.dtype))
@@ -852,9 +931,6 @@ class TextureHead(nn.Module):
         self.conv = ModulatedConv(channels, style_dim)
 
     def forward(self, x: torch.Tensor, style_src: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if style_src.shape[-2:] != (1, 1):
-            style_src = F.interpolate(style_src, size=(h, w), mode="bilinear", align_corners=False)
         return F.leaky_relu(self.conv(self.noise(x), style_src), 0.2)
 
 
@@ -1084,7 +1160,8 @@ class HERSR(nn.Module):
     def _base_image(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """The input resized to ``(h, w)`` and matched to ``num_out_ch``: ``(B, C_out, h, w)``.
 
-        Bicubic when enlarging (the global residual), area when shrinking (MSG outputs).
+        Bicubic when enlarging, area when shrinking (the MSG outputs; the global residual is the
+        same bicubic, taken with ``scale_factor`` in ``forward``).
         """
         if (h, w) != tuple(x.shape[-2:]):
             if h >= x.shape[-2]:
@@ -1122,6 +1199,7 @@ class HERSR(nn.Module):
         s = self.upscale
         # channels_last throughout: convs run their fast CPU kernels and the (B, H, W, C) views that
         # attention and LayerNorm need come without copies.
+        image = x  # its layout as given: bicubic upsampling of a 3-channel NCHW map is ~2x faster
         x = x.contiguous(memory_format=torch.channels_last)
         feat = self.stem(pad_to_multiple(x, self.size_multiple))
         low, high = self._split_frequencies(feat)
@@ -1163,7 +1241,12 @@ class HERSR(nn.Module):
                 style_src = torch.cat((style_src, prompt_weights.to(feat.dtype)), 1)
             feat = self.texture(feat, style_src)
         out = F.pixel_shuffle(self.reconstruct(feat), s)[..., : s * h, : s * w]
-        out = (out + self._base_image(x, s * h, s * w).to(out.dtype)).contiguous()
+        # The global residual is added in the input dtype: under autocast an fp32 input keeps its
+        # full precision (a bf16 sum would round the image to 8 bits of mantissa).
+        base = F.interpolate(image, scale_factor=s, mode="bicubic", align_corners=False) if s > 1 else image
+        if self.num_in_ch != self.num_out_ch:
+            base = base.mean(1, keepdim=True).expand(-1, self.num_out_ch, -1, -1)
+        out = (out.to(x.dtype) + base.to(x.dtype)).contiguous()
         if self.msg_heads is not None and self.training:
             return out, aux_images
         return out
@@ -1178,12 +1261,22 @@ class HERSR(nn.Module):
         return self
 
 
+def _framework_default_upscale() -> int:
+    """Scale used when none is given: neosr's option file under neosr (its configs set ``scale``
+    only at the top level and build networks without it), else 4."""
+    if "neosr" in sys.modules:
+        from neosr.archs.arch_util import net_opt  # type: ignore[import-not-found]
+
+        return int(net_opt()[0])
+    return 4
+
+
 def _resolve_upscale(upscale: int | None, scale: int | None) -> int:
     if upscale is not None and scale is not None and int(upscale) != int(scale):
         raise ValueError(
             f"HERSR got both upscale={upscale} and scale={scale}; they are aliases and must agree."
         )
-    value = upscale if upscale is not None else scale if scale is not None else 4
+    value = upscale if upscale is not None else scale if scale is not None else _framework_default_upscale()
     if value not in (1, 2, 3, 4) or isinstance(value, bool):
         raise ValueError(f"HERSR upscale must be one of 1, 2, 3, 4, got {value!r}.")
     return int(value)
@@ -1233,33 +1326,48 @@ def _validate(
 # ----------------------------------------------------------------------------------------------
 
 
-def hersr_s(**kwargs) -> HERSR:
-    """Efficient preset (<= 0.6M parameters after ``switch_to_deploy()``)."""
-    config = dict(
+# Preset arguments (the rest are the ``HERSR`` defaults); loaders use them to name checkpoints.
+PRESETS: dict[str, dict] = {
+    "hersr_s": dict(
         dims=(32, 40, 48, 48), depths=(1, 2, 1, 1), dec_depths=(1, 2, 1, 0), num_heads=(2, 2, 2, 2),
         plk_kernel=13, ffn_expansion=2.0,
-    )  # fmt: skip
-    return HERSR(**{**config, **kwargs})
+    ),
+    "hersr_m": dict(),
+    "hersr_l": dict(
+        dims=(64, 128, 192, 256), depths=(4, 4, 4, 4), dec_depths=(4, 3, 2, 2), num_heads=(4, 4, 6, 8),
+        use_prompt=True,
+    ),
+}  # fmt: skip
+
+
+def hersr_s(**kwargs) -> HERSR:
+    """Efficient preset (<= 0.6M parameters after ``switch_to_deploy()``)."""
+    return HERSR(**{**PRESETS["hersr_s"], **kwargs})
 
 
 def hersr_m(**kwargs) -> HERSR:
     """Balanced preset (<= 8M parameters after ``switch_to_deploy()``): the ``HERSR`` defaults."""
-    return HERSR(**kwargs)
+    return HERSR(**{**PRESETS["hersr_m"], **kwargs})
 
 
 def hersr_l(**kwargs) -> HERSR:
     """Large preset, for the best quality."""
-    config = dict(
-        dims=(64, 128, 192, 256), depths=(4, 4, 4, 4), dec_depths=(4, 3, 2, 2), num_heads=(4, 4, 6, 8),
-        use_prompt=True,
-    )  # fmt: skip
-    return HERSR(**{**config, **kwargs})
+    return HERSR(**{**PRESETS["hersr_l"], **kwargs})
 
 
 def _arch_registry():
-    """The running framework's ARCH_REGISTRY, or None when none is importable."""
+    """The running framework's ARCH_REGISTRY (neosr, traiNNer-redux or BasicSR), or None.
+
+    neosr's and traiNNer's registries are used only when that framework is the running program
+    (already imported): importing ``neosr.utils.registry`` elsewhere parses the command line and
+    fails or exits.
+    """
     if "neosr" in sys.modules:
         from neosr.utils.registry import ARCH_REGISTRY  # type: ignore[import-not-found]
+
+        return ARCH_REGISTRY
+    if "traiNNer" in sys.modules:
+        from traiNNer.utils.registry import ARCH_REGISTRY  # type: ignore[import-not-found]
 
         return ARCH_REGISTRY
     try:
@@ -1270,8 +1378,16 @@ def _arch_registry():
         return None
 
 
+def _register(registry) -> None:
+    """Register HERSR and the presets, skipping names already there (a second copy of this file, or
+    the installed package next to a copied file): neosr asserts on duplicates, and traiNNer-redux
+    stores names lowercased."""
+    known = {str(name).lower() for name in getattr(registry, "_obj_map", {})}
+    for obj in (HERSR, hersr_s, hersr_m, hersr_l):
+        if obj.__name__.lower() not in known:
+            registry.register(obj)
+
+
 _REGISTRY = _arch_registry()
 if _REGISTRY is not None:
-    for _obj in (HERSR, hersr_s, hersr_m, hersr_l):
-        if _obj.__name__ not in getattr(_REGISTRY, "_obj_map", {}):
-            _REGISTRY.register(_obj)
+    _register(_REGISTRY)

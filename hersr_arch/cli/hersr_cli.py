@@ -49,6 +49,13 @@ def run_bench(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if config.rounds < 1:
         raise CommandError(f"--rounds must be >= 1, got {config.rounds}")
+    if config.models:
+        from hersr_arch.tools.bench import all_entries
+
+        known = [e.name for e in all_entries(config.include_spandrel)]
+        unknown = [name for name in config.models if name not in known]
+        if unknown:
+            raise CommandError(f"unknown --models {unknown}; choose from {known} (quote names with spaces)")
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
     report = run_bench(config, log)
     if not report["models"]:

@@ -110,8 +110,8 @@ def resolve_device(name: str) -> torch.device:
 def resolve_precision(name: str, device: torch.device, model: torch.nn.Module | None = None) -> torch.dtype | None:
     """The autocast dtype for ``--precision`` (None = fp32), refusing what ``device`` cannot run.
 
-    Weights stay fp32 and the forward runs under ``torch.autocast`` (HERSR keeps its router and FFT
-    expert in fp32 on purpose, so a plain ``.half()`` model would mix dtypes). bf16 on a GPU without
+    Weights stay fp32 and the forward runs under ``torch.autocast`` (the output keeps the input's
+    fp32; the router and FFT expert compute in fp32 on purpose). bf16 on a GPU without
     bf16 support is refused outright. Otherwise a probe decides: ``model`` (already on ``device``) runs
     once on a 16x16 input under autocast, or a conv when no model is given; an error or a non-finite
     output refuses the precision with the reason, rather than failing mid-run. In torch 2.14 both bf16
