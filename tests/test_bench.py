@@ -15,7 +15,7 @@ def test_bench_and_proxy_produce_a_report(tmp_path):
     args = ["bench", "--models", "hersr_s (train graph)", "hersr_s (deployed)", "EDSR-baseline", "SPAN-48",
             "--sizes", "24x16", "--mac-size", "24x16", "--rounds", "1", "--out", str(out), "--quiet",
             "--proxy", "--proxy-iters", "1", "--proxy-models", "hersr_s (train graph)", "EDSR-baseline",
-            "--proxy-data", str(tmp_path / "embedded")]
+            "--proxy-data", str(tmp_path / "embedded"), "--upscale-size", "40"]
     result = run_cli(args, cwd=tmp_path, module="hersr_arch.cli.hersr_cli", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     text = out.read_text()
@@ -28,6 +28,9 @@ def test_bench_and_proxy_produce_a_report(tmp_path):
     met = {text: ok for text, _, _, ok in check_targets(report)}
     assert met["hersr_s params after deploy <= 0.6M"] is True
     assert met["hersr_m latency <= 0.5x RealPLKSR"] is None  # not measured in this run
+    run = report["upscale_memory"]  # measured at 40x40 here, so the 1024x1024 target stays unmeasured
+    assert run["size"] == 40 and 100 < run["peak_mib"] < 4096 and "hersr upscale` of a 40x40 image" in text
+    assert met["hersr upscale 1024x1024 x4 (hersr_s, --tile 256) peak RSS <= 2 GiB (MiB)"] is None
 
 
 def test_bench_rejects_a_bad_size(tmp_path):

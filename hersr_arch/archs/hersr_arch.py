@@ -320,12 +320,16 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     """``softmax(q k^T + mask) v`` for ``q, k, v: (N, G, L, d)`` and ``mask: (1, G or 1, L, L)``
     (logit scale already in ``q``) -> ``(N, G, L, d)``.
 
-    With autograd or under tracing: ``F.scaled_dot_product_attention``. In eager inference: two
-    matmuls and an in-place softmax, which for the short windows here (L = 64) is ~25% faster on CPU
-    than SDPA's flash kernel; it is run in slices along ``chunk_dim`` (0 or 1; ``mask`` is sliced
-    with it when it has per-group entries) so the ``L x L`` scores stay below ~64 MiB at any image size.
+    ``F.scaled_dot_product_attention``, except for eager CPU inference without autocast: there two
+    matmuls and an in-place softmax are ~25% faster than SDPA's flash kernel for the short windows
+    here (L = 64). They run in slices along ``chunk_dim`` (0 or 1; ``mask`` is sliced with it when it
+    has per-group entries) so the ``L x L`` scores stay below ~64 MiB at any image size.
     """
-    if torch.is_grad_enabled() or _is_tracing():
+    explicit = (
+        q.device.type == "cpu" and not torch.is_grad_enabled() and not _is_tracing()
+        and not torch.is_autocast_enabled("cpu") and q.dtype == k.dtype == v.dtype == mask.dtype
+    )  # fmt: skip
+    if not explicit:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
     n, g, length = q.shape[:3]
     per_slice = (g if chunk_dim == 0 else n) * length * length * q.element_size()

@@ -45,7 +45,7 @@ def run_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(
         rounds=args.rounds, threads=args.threads, sizes=tuple(size(s) for s in args.sizes),
         mac_size=size(args.mac_size), models=tuple(args.models) if args.models else None,
-        memory=not args.no_memory, include_spandrel=not args.no_spandrel,
+        memory=not args.no_memory, include_spandrel=not args.no_spandrel, upscale_size=args.upscale_size,
     )  # fmt: skip
     if config.rounds < 1:
         raise CommandError(f"--rounds must be >= 1, got {config.rounds}")
@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--models", nargs="+", metavar="NAME", help="only these models (names as in the table)")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     bench.add_argument("--no-spandrel", action="store_true", help="skip the spandrel peers")
+    bench.add_argument("--upscale-size", type=int, default=1024, metavar="N",
+                       help="side of the image for the `hersr upscale` peak-RSS check (default 1024; 0 skips)")
     bench.add_argument("--out", default="benchmarks/RESULTS.md", help="report path, '-' for stdout only")
     bench.add_argument("--proxy", action="store_true", help="also run the equal-budget quality proxy")
     bench.add_argument("--proxy-iters", type=int, default=2000, help="training iterations per model")

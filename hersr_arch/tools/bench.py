@@ -231,6 +231,42 @@ def peak_memory_mib(name: str, size: tuple[int, int], threads: int) -> float | N
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
+_UPSCALE_SNIPPET = """
+import json, resource, sys, time
+import numpy as np, cv2, torch
+from hersr_arch.archs.hersr_arch import hersr_s
+from hersr_arch.cli.hersr_cli import main
+torch.manual_seed(0)
+torch.save({{"params_ema": hersr_s(upscale=4).state_dict()}}, "w.pth")
+img = np.random.default_rng(0).integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)
+cv2.imwrite("in.png", cv2.GaussianBlur(img, (7, 7), 2))
+start = time.perf_counter()
+rc = main(["upscale", "in.png", "out", "--model", "w.pth", "--tile", "{tile}", "--no-progress"])
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"rc": rc, "peak_mib": peak, "seconds": seconds}}))
+"""
+
+
+def upscale_peak_rss(size: int, tile: int, threads: int) -> dict | None:
+    """Peak RSS (MiB, whole process) of ``hersr upscale`` at x4 on a ``size`` x ``size`` image with
+    ``--tile tile`` (hersr_s), in a fresh interpreter; None when it fails."""
+    import tempfile
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    with tempfile.TemporaryDirectory() as folder:
+        code = _UPSCALE_SNIPPET.format(size=size, tile=tile)
+        result = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True,
+                                text=True, timeout=3600)  # fmt: skip
+    if result.returncode != 0:
+        return None
+    values = json.loads(result.stdout.strip().splitlines()[-1])
+    if values["rc"] != 0:
+        return None
+    return {"preset": "hersr_s", "size": size, "tile": tile, "peak_mib": values["peak_mib"],
+            "seconds": values["seconds"]}  # fmt: skip
+
+
 def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
     """This machine's fp32 matmul rate, for reading the models' achieved GFLOP/s."""
     a, b = torch.rand(n, n), torch.rand(n, n)
@@ -260,6 +296,8 @@ class BenchConfig:
     models: tuple[str, ...] | None = None  # names to include (default: all)
     memory: bool = True
     include_spandrel: bool = True
+    upscale_size: int = 1024  # side of the image for the `hersr upscale` peak-RSS target (0: skip)
+    upscale_tile: int = 256
 
 
 def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
@@ -313,6 +351,9 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
             report["ratios"][f"{hersr} / {peer}"] = round_ratio(big_times, hersr, peer)
     for name in [n for n in names if n.endswith("(deployed)")]:
         report["scaling"][name] = _pixel_scaling(models[name], config.mac_size, config.rounds)
+    if config.memory and config.upscale_size > 0:
+        log(f"hersr upscale peak RSS at {config.upscale_size}x{config.upscale_size}")
+        report["upscale_memory"] = upscale_peak_rss(config.upscale_size, config.upscale_tile, config.threads)
     return report
 
 
@@ -356,6 +397,7 @@ TARGETS = [
     ("hersr_m latency <= 0.5x RealPLKSR", ("ratio", "hersr_m (deployed) / RealPLKSR"), 0.5),
     ("hersr_s deployed >= 15% faster than train graph", ("ratio", "hersr_s (deployed) / hersr_s (train graph)"), 0.85),
     ("hersr_m deployed >= 15% faster than train graph", ("ratio", "hersr_m (deployed) / hersr_m (train graph)"), 0.85),
+    ("hersr upscale 1024x1024 x4 (hersr_s, --tile 256) peak RSS <= 2 GiB (MiB)", ("upscale", "peak_mib"), 2048.0),
 ]
 
 
@@ -365,6 +407,9 @@ def check_targets(report: dict) -> list[tuple[str, float | None, float, bool | N
     for text, (kind, key), limit in TARGETS:
         if kind == "ratio":
             value = report["ratios"].get(key)
+        elif kind == "upscale":
+            run = report.get("upscale_memory")
+            value = run[key] if run and run["size"] == 1024 and run["tile"] == 256 else None
         else:
             model = report["models"].get(key)
             value = None if model is None else (model["params"] if kind == "param" else model["gmacs"])
@@ -409,6 +454,11 @@ def render_markdown(report: dict) -> str:
               "| --- | ---: | ---: |"]
     lines += [f"| {k} | {v['time_ratio_4x_pixels']:.2f} | {v['mac_ratio_4x_pixels']:.2f} |"
               for k, v in report["scaling"].items()]
+    run = report.get("upscale_memory")
+    if run:
+        lines += ["", f"`hersr upscale` of a {run['size']}x{run['size']} image at x4 with --tile {run['tile']} "
+                      f"({run['preset']}, whole process incl. torch and BasicSR imports): peak RSS "
+                      f"{run['peak_mib']:.0f} MiB, {run['seconds']:.1f} s."]
     lines += ["", "Targets:", "", "| target | measured | limit | met |", "| --- | ---: | ---: | :---: |"]
     for text, value, limit, met in check_targets(report):
         shown = "not measured" if value is None else f"{value:,.3f}" if value < 100 else f"{value:,.0f}"

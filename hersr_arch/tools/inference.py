@@ -55,7 +55,7 @@ def tiled_forward(
             weight[:, :, ty0 * scale : ty1 * scale, tx0 * scale : tx1 * scale] += wmap
             if on_tile is not None:
                 on_tile()
-    return out / weight
+    return out.div_(weight)  # in place: the full-size output is the largest buffer here
 
 
 def count_tiles(height: int, width: int, tile: int) -> int:

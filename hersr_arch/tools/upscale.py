@@ -236,12 +236,14 @@ def to_unit_float(img: np.ndarray) -> np.ndarray:
 
 
 def from_unit_float(img: np.ndarray, depth: int) -> np.ndarray:
-    img = np.clip(img, 0.0, 1.0)
-    if depth == 8:
-        return np.rint(img * 255.0).astype(np.uint8)
-    if depth == 16:
-        return np.rint(img * 65535.0).astype(np.uint16)
-    return img.astype(np.float32)
+    """``img`` in [0, 1] (clipped) as ``depth``-bit samples; one float temporary at most (large outputs)."""
+    if depth == 32:
+        return np.clip(img, 0.0, 1.0).astype(np.float32, copy=False)
+    top = 255.0 if depth == 8 else 65535.0
+    scaled = np.multiply(img, top, dtype=np.float32)
+    np.clip(scaled, 0.0, top, out=scaled)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8 if depth == 8 else np.uint16)
 
 
 def write_image(path: Path, img: np.ndarray) -> None:
@@ -336,10 +338,10 @@ def upscale_array(upscaler: Upscaler, img: np.ndarray, alpha_mode: str = "model"
         colour = colour[:, :, ::-1]  # BGR -> RGB
     out = _run_planes(upscaler, colour)
     if out.shape[2] == 3:
-        out = out[:, :, ::-1]  # RGB -> BGR
+        out = np.ascontiguousarray(out[:, :, ::-1])  # RGB -> BGR
     if alpha is not None:
         out = np.concatenate((out, _upscale_alpha(upscaler, alpha, out.shape[:2], alpha_mode)), axis=2)
-    out = np.clip(out, 0.0, 1.0)
+    out = np.clip(out, 0.0, 1.0, out=out if out.flags.writeable and out.flags.c_contiguous else None)
     return out[:, :, 0] if out.shape[2] == 1 else np.ascontiguousarray(out)
 
 
@@ -471,7 +473,7 @@ def run_upscale(source: Path, out_dir: Path, model_path: Path, options: UpscaleO
     device = resolve_device(options.device)
     overrides = {} if options.noise_strength is None else {"noise_strength": float(options.noise_strength)}
     try:
-        model = load_hersr(model_path, **overrides).to(device)
+        model = load_hersr(model_path, **overrides).switch_to_deploy().to(device)  # same outputs, faster
     except CheckpointError as err:
         raise SetupError(str(err)) from None
     dtype = resolve_precision(options.precision, device, model)
