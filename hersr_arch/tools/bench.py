@@ -232,10 +232,11 @@ def peak_memory_mib(name: str, size: tuple[int, int], threads: int) -> float | N
 
 
 _UPSCALE_SNIPPET = """
-import json, resource, sys, time
+import json, sys, time
 import numpy as np, cv2, torch
 from hersr_arch.archs.hersr_arch import hersr_s
 from hersr_arch.cli.hersr_cli import main
+from hersr_arch.tools.bench import rss_kib
 torch.manual_seed(0)
 torch.save({{"params_ema": hersr_s(upscale=4).state_dict()}}, "w.pth")
 img = np.random.default_rng(0).integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)
@@ -243,14 +244,14 @@ cv2.imwrite("in.png", cv2.GaussianBlur(img, (7, 7), 2))
 start = time.perf_counter()
 rc = main(["upscale", "in.png", "out", "--model", "w.pth", "--tile", "{tile}", "--no-progress"])
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = rss_kib("VmHWM") / 1024  # this process image's peak (ru_maxrss would include the parent's at fork)
 print(json.dumps({{"rc": rc, "peak_mib": peak, "seconds": seconds}}))
 """
 
 
 def upscale_peak_rss(size: int, tile: int, threads: int) -> dict | None:
     """Peak RSS (MiB, whole process) of ``hersr upscale`` at x4 on a ``size`` x ``size`` image with
-    ``--tile tile`` (hersr_s), in a fresh interpreter; None when it fails."""
+    ``--tile tile`` (hersr_s), in a fresh interpreter; None when it fails (or off Linux)."""
     import tempfile
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}

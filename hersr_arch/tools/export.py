@@ -9,13 +9,14 @@ read back and must give the same outputs as the original model.
 ``dynamic_axes``) and checks onnxruntime against PyTorch at the export size and at other sizes
 (odd, batch 2, tiny). Why this exporter and what is done around it, each verified by that check:
 
-- **The dynamo exporter fails** on HERSR in torch 2.14: its decomposition step turns the
-  ``reshape`` after a permute (``window_partition``) or after attention into a ``view`` on
-  non-contiguous strides ("Cannot view a tensor with shape ..."). It also needs ``onnxscript``.
-- **Trace size.** The tracer records only the branch taken at the trace size, so the trace size
-  is chosen (:func:`trace_size`) so that every replicate pad to a window or scale multiple that
-  *some* size needs is in the graph (a pad of 0 is harmless), and the bottleneck is larger than
-  1x1. A trace at a window multiple is exactly how SwinIR and HAT exports break at a second size.
+- **The dynamo exporter** is not used: it needs ``onnxscript`` (not among the extras), and it
+  failed on an earlier version of the window partition; it is not tested.
+- **Trace size.** The tracer records only the branch taken at the trace size. Under tracing the
+  network keeps every replicate pad in the graph, computed from the runtime size, even where the
+  trace size needs none (a pad of 0 is harmless); skipping it in Python at a window multiple is
+  exactly how SwinIR and HAT exports break at a second size. The trace size (:func:`trace_size`)
+  is still chosen off every multiple, non-square, with a bottleneck larger than 1x1, so that a
+  regression of that guard, or a transposition, fails the check at the second size.
 - **Context pooling** (``ContextPool``: global mean up to ``train_size``, TLC box mean above) is
   a size-dependent branch; while tracing it computes both and selects with ``where`` on the
   runtime size.
@@ -23,9 +24,10 @@ read back and must give the same outputs as the original model.
   cannot trace complex tensors. While tracing, the expert's ``rfft2 -> mix -> irfft2(s=(H, W))``
   is written as products with cos/sin DFT matrices built from the runtime size (same transform,
   ``norm='ortho'``, fp32; O(HW(H + W)) at 1/8 resolution instead of O(HW log HW)).
-- **Texture noise** is off in the ONNX graph (``noise_strength=0``): the seeded noise map of
-  ``NoiseInjection`` is drawn by PyTorch's generator and cannot be reproduced by an ONNX runtime.
-  The ONNX model equals ``hersr upscale --noise-strength 0``.
+- **Texture noise** is off in the ONNX graph (``noise_strength=0``): its coordinate hash
+  (:func:`~hersr_arch.archs.hersr_arch.coordinate_noise`) needs 64-bit shifts, which ONNX's
+  ``BitShift`` (unsigned types only) does not express. The ONNX model equals
+  ``hersr upscale --noise-strength 0``.
 - **onnxruntime 1.32's** ``CastElimination`` pass corrupts graphs that contain float->float
   ``Cast`` nodes (the session fails to load: "Node input '...Cast_6_output_0' is not a graph
   input, initializer, or output of a previous node"); those no-op casts are removed from the file.
@@ -358,8 +360,8 @@ def export_onnx(
     report = OnnxReport(out_path, opset, fp16, trace_size(model), TOLERANCE["fp16" if fp16 else "fp32"])
     noise = getattr(getattr(model, "texture", None), "noise", None)
     if noise is not None and noise.weight is not None and noise.strength and noise.weight.abs().max() > 0:
-        report.notes.append("texture noise is off in the ONNX graph (as --noise-strength 0); the seeded noise "
-                            "map cannot be reproduced by an ONNX runtime")
+        report.notes.append("texture noise is off in the ONNX graph (as --noise-strength 0): its coordinate "
+                            "hash needs 64-bit shifts that ONNX BitShift does not express")
     if noise is not None:
         noise.strength = 0.0
     reference = model  # fp32 PyTorch: the ground truth for every check
