@@ -1161,13 +1161,17 @@ class HERSR(nn.Module):
             return low, f0 - up
         return None, None
 
-    def _base_image(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def _base_image(self, x: torch.Tensor, h: int, w: int, scale: int | None = None) -> torch.Tensor:
         """The input resized to ``(h, w)`` and matched to ``num_out_ch``: ``(B, C_out, h, w)``.
 
-        Bicubic when enlarging, area when shrinking (the MSG outputs; the global residual is the
-        same bicubic, taken with ``scale_factor`` in ``forward``).
+        Bicubic when enlarging, area when shrinking (MSG outputs). With ``scale`` (the global
+        residual, ``(h, w)`` = ``scale`` x the input size) the bicubic is taken with
+        ``scale_factor``: same values, a faster kernel.
         """
-        if (h, w) != tuple(x.shape[-2:]):
+        if scale is not None:
+            if scale > 1:
+                x = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+        elif (h, w) != tuple(x.shape[-2:]):
             if h >= x.shape[-2]:
                 x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False)
             else:
@@ -1247,9 +1251,7 @@ class HERSR(nn.Module):
         out = F.pixel_shuffle(self.reconstruct(feat), s)[..., : s * h, : s * w]
         # The global residual is added in the input dtype: under autocast an fp32 input keeps its
         # full precision (a bf16 sum would round the image to 8 bits of mantissa).
-        base = F.interpolate(image, scale_factor=s, mode="bicubic", align_corners=False) if s > 1 else image
-        if self.num_in_ch != self.num_out_ch:
-            base = base.mean(1, keepdim=True).expand(-1, self.num_out_ch, -1, -1)
+        base = self._base_image(image, s * h, s * w, scale=s)
         out = (out.to(x.dtype) + base.to(x.dtype)).contiguous()
         if self.msg_heads is not None and self.training:
             return out, aux_images
