@@ -3,8 +3,10 @@
 import json
 
 import pytest
+import torch
 
 from hersr_arch.tools.bench import check_targets
+from hersr_arch.tools.proxy import ProxyConfig, check_proxy_targets, psnr_within, render_proxy
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow
@@ -28,6 +30,11 @@ def test_bench_and_proxy_produce_a_report(tmp_path):
     met = {text: ok for text, _, _, ok in check_targets(report)}
     assert met["hersr_s params after deploy <= 0.6M"] is True
     assert met["hersr_m latency <= 0.5x RealPLKSR"] is None  # not measured in this run
+    assert set(report["scaling"]) == {"hersr_s (deployed)", "SPAN-48"}  # HERSR and the latency-target peers
+    assert report["scaling"]["hersr_s (deployed)"]["memory_ratio_4x_pixels"] > 0
+    assert met["hersr_s time linear in pixels: 4x-pixel time ratio <= 1.1x its MAC ratio"] is not None
+    assert met["hersr_s memory linear in pixels: 4x-pixel peak-memory ratio <= 4.4"] is not None
+    assert f"THP_MEM_ALLOC_ENABLE={report['thp_alloc']}" in text and report["thp_alloc"] == "1"
     run = report["upscale_memory"]  # measured at 40x40 here, so the 1024x1024 target stays unmeasured
     assert run["size"] == 40 and 100 < run["peak_mib"] < 4096 and "hersr upscale` of a 40x40 image" in text
     assert met["hersr upscale 1024x1024 x4 (hersr_s, --tile 256) peak RSS <= 2 GiB (MiB)"] is None
@@ -52,3 +59,72 @@ def test_bench_runs_a_deployed_model_without_its_train_graph(tmp_path):
     result = run_cli(args, cwd=tmp_path, module="hersr_arch.cli.hersr_cli", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| hersr_s (deployed) | hersr |" in result.stdout
+
+
+def test_proxy_evaluates_what_it_trained():
+    """SPAN fuses its eval conv from the training branches: the proxy must not fuse once before training
+    (the timing build does), or it scores the random initial weights."""
+    from hersr_arch.tools.bench import all_entries, build_trainable
+
+    entry = next(e for e in all_entries() if e.name == "SPAN-48")
+    net = build_trainable(entry)
+    assert net.training
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x = torch.rand(1, 3, 12, 12)
+    torch.nn.functional.l1_loss(net(x), torch.rand(1, 3, 48, 48)).backward()
+    opt.step()
+    fresh = entry.build()
+    fresh.load_state_dict(net.state_dict())
+    with torch.inference_mode():
+        torch.testing.assert_close(net.eval()(x), fresh.eval()(x))
+
+
+def _curve_result(curve, seconds):
+    last = curve[-1]
+    return {"iters": last[0], "seconds": seconds, "psnr": last[2], "ssim": last[3], "curve": curve,
+            "passed_bicubic_at": next((p[:2] for p in curve if p[2] > 25.0), None)}  # fmt: skip
+
+
+def test_proxy_report_gives_equal_time_psnr_and_flags_models_behind_bicubic():
+    config = ProxyConfig(iters=300, eval_every=100).__dict__
+    fast = _curve_result([[100, 10.0, 25.5, 0.7], [200, 20.0, 26.0, 0.72], [300, 30.0, 26.2, 0.73]], 30.0)
+    slow = _curve_result([[100, 40.0, 20.0, 0.5], [200, 80.0, 24.0, 0.6], [300, 120.0, 26.5, 0.74]], 120.0)
+    result = {"bicubic": (25.0, 0.70), "config": config,
+              "models": {"hersr_s (train graph)": fast, "SPAN-48": slow}}  # fmt: skip
+    assert psnr_within(slow, 30.0) is None and psnr_within(fast, 25.0) == 26.0
+    text = render_proxy(result)
+    assert "| hersr_s (train graph) | 300 | 30 | 26.20 | 0.7300 | +1.20 dB | 100 it / 10 s | 26.20 |" in text
+    assert "| SPAN-48 | 300 | 120 | 26.50 | 0.7400 | +1.50 dB | 300 it / 120 s | n/a |" in text
+    (target, verdict), = check_proxy_targets(result)
+    assert target == "hersr_s proxy PSNR >= SPAN-48"
+    assert verdict == "-0.30 dB at equal iterations (MISSED)"  # no equal-time score for SPAN within 30 s
+    slow["curve"].insert(0, [50, 20.0, 24.0, 0.6])
+    slow["psnr"] = 24.5
+    (_, verdict), = check_proxy_targets(result)
+    assert verdict.startswith("not conclusive, SPAN-48 not past bicubic")
+    assert verdict.endswith("+1.70 dB at equal iterations (met); +2.20 dB at 30 s each (met)")
+
+
+def test_bench_proxy_only_writes_its_own_report(tmp_path):
+    out = tmp_path / "PROXY.md"
+    args = ["bench", "--proxy-only", "--proxy-iters", "2", "--proxy-eval-every", "1", "--proxy-batch", "2",
+            "--proxy-patch", "16", "--proxy-models", "hersr_s (train graph)", "SPAN-48", "--proxy-data",
+            str(tmp_path / "embedded"), "--out", str(out), "--quiet"]  # fmt: skip
+    result = run_cli(args, cwd=tmp_path, module="hersr_arch.cli.hersr_cli", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = out.read_text()
+    assert text.startswith("# HERSR quality proxy") and "| model | group | params" not in text  # no latency bench
+    assert "batch 2, LR patch 16" in text and "passed bicubic at" in text and "hersr_s proxy PSNR >= SPAN-48" in text
+    proxy = json.loads(out.with_suffix(".json").read_text())["proxy"]
+    assert [p[0] for p in proxy["models"]["SPAN-48"]["curve"]] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--proxy-models", "SPAN"], "unknown --proxy-models ['SPAN']"),
+     (["--proxy-eval-every", "-1"], "--proxy-eval-every must be >= 0"),
+     (["--proxy-batch", "0"], "--proxy-batch must be >= 1, got 0")],
+)  # fmt: skip
+def test_bench_proxy_rejects_bad_options(tmp_path, args, message):
+    result = run_cli(["bench", "--proxy-only", *args], cwd=tmp_path, module="hersr_arch.cli.hersr_cli")
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr

@@ -363,3 +363,46 @@ def test_command_line_entry_point_with_progress(model_file, tmp_path):
     assert "1 written, 0 skipped, 1 failed" in proc.stderr
     assert cv2.imread(str(tmp_path / "out" / "a.png")).shape == (80, 72, 3)
     assert os.stat(tmp_path / "out" / "a.png").st_mode & 0o044  # readable like any file the user writes
+
+
+def test_free_memory_is_released_after_every_tile(model, monkeypatch):
+    """Tiles of several sizes leave glibc holding the free blocks of each (peak RSS grows tile after tile);
+    the upscaler trims after every tile."""
+    released = []
+    monkeypatch.setattr(up, "release_free_memory", lambda: released.append(1))
+    upscale_array(Upscaler(model, torch.device("cpu"), tile=24, tile_pad=8), smooth_image(64, 72))
+    assert len(released) == 9
+    if sys.platform.startswith("linux"):
+        assert up._MALLOC_TRIM is not None  # glibc: the trim is real here
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_large_outputs_quantize_in_blocks_to_the_same_samples(depth):
+    """``from_unit_float`` converts blocks of rows (a bounded float temporary): same samples as one pass."""
+    img = np.random.default_rng(0).uniform(-0.1, 1.1, (1500, 1400, 3)).astype(np.float32)  # > one 16 MiB block
+    top = 255.0 if depth == 8 else 65535.0
+    expected = np.rint(np.clip(img * np.float32(top), 0, top)).astype(np.uint8 if depth == 8 else np.uint16)
+    np.testing.assert_array_equal(up.from_unit_float(img, depth), expected)
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled")
+                    or "[never]" in open("/sys/kernel/mm/transparent_hugepage/enabled").read(),
+                    reason="transparent huge pages are off on this machine")  # fmt: skip
+@pytest.mark.parametrize(("env", "huge"), [({}, True), ({"THP_MEM_ALLOC_ENABLE": "0"}, False)])
+def test_commands_turn_on_huge_pages_for_large_tensors(env, huge):
+    """Importing the commands' package turns on PyTorch's huge-page allocation (unless the user set it):
+    a 42 MiB tensor then costs a few hundred page faults instead of ~10,800 (4 KiB each), which made
+    time grow faster than pixels. It must take effect, i.e. come before torch's first allocation."""
+    code = (
+        "import resource, torch\n"
+        "import hersr_arch.cli.hersr_cli\n"
+        "x = torch.rand(1, 48, 360, 640)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "y = x * 2\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+    )
+    environment = {k: v for k, v in cli_env().items() if k != "THP_MEM_ALLOC_ENABLE"} | env
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    faults = int(result.stdout.split()[-1])
+    assert (faults < 3000) if huge else (faults > 8000), faults

@@ -32,7 +32,20 @@ def run_table(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Benchmark HERSR against its peers in one run; write the Markdown report (and JSON beside it)."""
-    from hersr_arch.tools.bench import BenchConfig, render_markdown, run_bench, write_report
+    import datetime
+    import json
+
+    import torch
+
+    from hersr_arch.tools.bench import (
+        BenchConfig,
+        all_entries,
+        build_trainable,
+        cpu_name,
+        render_markdown,
+        run_bench,
+        write_report,
+    )  # fmt: skip
     from hersr_arch.tools.proxy import ProxyConfig, render_proxy, run_proxy
 
     def size(text: str) -> tuple[int, int]:
@@ -49,31 +62,47 @@ def run_bench(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if config.rounds < 1:
         raise CommandError(f"--rounds must be >= 1, got {config.rounds}")
-    if config.models:
-        from hersr_arch.tools.bench import all_entries
-
-        known = [e.name for e in all_entries(config.include_spandrel)]
-        unknown = [name for name in config.models if name not in known]
+    known = [e.name for e in all_entries(config.include_spandrel)]
+    for option, names in (("--models", config.models), ("--proxy-models", args.proxy_models)):
+        unknown = [name for name in names or () if name not in known]
         if unknown:
-            raise CommandError(f"unknown --models {unknown}; choose from {known} (quote names with spaces)")
+            raise CommandError(f"unknown {option} {unknown}; choose from {known} (quote names with spaces)")
+    for option, value in (("--proxy-iters", args.proxy_iters), ("--proxy-batch", args.proxy_batch),
+                          ("--proxy-patch", args.proxy_patch)):  # fmt: skip
+        if value < 1:
+            raise CommandError(f"{option} must be >= 1, got {value}")
+    if args.proxy_eval_every < 0:
+        raise CommandError(f"--proxy-eval-every must be >= 0 (0: score at the end only), got {args.proxy_eval_every}")
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
-    report = run_bench(config, log)
-    if not report["models"]:
-        raise CommandError(f"no model matched --models {args.models}")
-    markdown = render_markdown(report) if args.out == "-" else write_report(report, args.out)
-    if args.proxy:
-        from hersr_arch.tools.bench import all_entries, build
+    out = args.out or ("benchmarks/PROXY.md" if args.proxy_only else "benchmarks/RESULTS.md")
 
+    markdown, report = "", {}
+    if not args.proxy_only:
+        report = run_bench(config, log)
+        if not report["models"]:
+            raise CommandError(f"no model matched --models {args.models}")
+        markdown = render_markdown(report) if out == "-" else write_report(report, out)
+    if args.proxy or args.proxy_only:
+        torch.set_num_threads(config.threads)
+        # Peers and HERSR's train graph: the deployed graph is the same network, not trainable as such.
         entries = [e for e in all_entries(config.include_spandrel) if e.name.endswith("(train graph)")
-                   or e.group != "hersr"]
+                   or e.group != "hersr"]  # fmt: skip
         if args.proxy_models:
             entries = [e for e in entries if e.name in args.proxy_models]
-        proxy = ProxyConfig(iters=args.proxy_iters, seconds=args.proxy_seconds, data_root=args.proxy_data)
-        result = run_proxy({e.name: (lambda e=e: build(e)) for e in entries}, proxy, log)
+        if not entries:
+            raise CommandError(f"--proxy-models {args.proxy_models} names no trainable model (use '(train graph)')")
+        proxy = ProxyConfig(iters=args.proxy_iters, seconds=args.proxy_seconds, batch=args.proxy_batch,
+                            patch=args.proxy_patch, eval_every=args.proxy_eval_every, data_root=args.proxy_data)
+        result = run_proxy({e.name: (lambda e=e: build_trainable(e)) for e in entries}, proxy, log)
+        if args.proxy_only:
+            markdown = (f"# HERSR quality proxy\n\nDate {datetime.date.today().isoformat()} · torch {torch.__version__}"
+                        f" · CPU {cpu_name()} · {config.threads} threads\n")
         markdown += render_proxy(result)
-        if args.out != "-":
-            with open(args.out, "w", encoding="utf-8") as f:
+        if out != "-":
+            with open(out, "w", encoding="utf-8") as f:
                 f.write(markdown)
+            with open(out.rsplit(".", 1)[0] + ".json", "w", encoding="utf-8") as f:
+                json.dump({**report, "proxy": result}, f, indent=2)
     sys.stdout.write(markdown)
     return 0
 
@@ -180,9 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-spandrel", action="store_true", help="skip the spandrel peers")
     bench.add_argument("--upscale-size", type=int, default=1024, metavar="N",
                        help="side of the image for the `hersr upscale` peak-RSS check (default 1024; 0 skips)")
-    bench.add_argument("--out", default="benchmarks/RESULTS.md", help="report path, '-' for stdout only")
+    bench.add_argument("--out", help="report path, '-' for stdout only (default benchmarks/RESULTS.md, "
+                       "or benchmarks/PROXY.md with --proxy-only)")
     bench.add_argument("--proxy", action="store_true", help="also run the equal-budget quality proxy")
+    bench.add_argument("--proxy-only", action="store_true", help="run only the quality proxy (no latency bench)")
     bench.add_argument("--proxy-iters", type=int, default=2000, help="training iterations per model")
+    bench.add_argument("--proxy-batch", type=int, default=8, help="proxy batch size (default 8)")
+    bench.add_argument("--proxy-patch", type=int, default=32, help="proxy LR patch side (default 32)")
+    bench.add_argument("--proxy-eval-every", type=int, default=0, metavar="N",
+                       help="also score every N iterations: when each model passed bicubic, equal-time PSNR")
     bench.add_argument("--proxy-seconds", type=float, default=0.0, help="train each model this long instead")
     bench.add_argument("--proxy-models", nargs="+", metavar="NAME", help="only these models in the proxy")
     bench.add_argument("--proxy-data", default="datasets/embedded", help="embedded dataset folder")

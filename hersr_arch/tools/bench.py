@@ -136,11 +136,21 @@ def spandrel_peers(scale: int = 4) -> list[Entry]:
     ]  # fmt: skip
 
 
-def build(entry: Entry) -> nn.Module:
+def build_trainable(entry: Entry) -> nn.Module:
+    """The model as its library trains it (padded when it needs a size multiple), seeded, in train mode.
+
+    No inference preparation: SPAN's fuse-once would freeze its eval conv at the initial weights.
+    """
     torch.manual_seed(0)
-    net = entry.build().eval()
+    net = entry.build()
     if entry.multiple > 1:
-        net = PaddedForward(net, entry.multiple).eval()
+        net = PaddedForward(net, entry.multiple)
+    return net.train()
+
+
+def build(entry: Entry) -> nn.Module:
+    """The model prepared for timing: eval mode, padded, one-time inference preparation applied."""
+    net = build_trainable(entry).eval()
     if entry.prepare is not None:
         with torch.inference_mode():
             net(torch.rand(1, 3, 16, 16))
@@ -231,34 +241,37 @@ def peak_memory_mib(name: str, size: tuple[int, int], threads: int) -> float | N
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
-_UPSCALE_SNIPPET = """
-import json, sys, time
-import numpy as np, cv2, torch
-from hersr_arch.archs.hersr_arch import hersr_s
-from hersr_arch.cli.hersr_cli import main
-from hersr_arch.tools.bench import rss_kib
-torch.manual_seed(0)
-torch.save({{"params_ema": hersr_s(upscale=4).state_dict()}}, "w.pth")
-img = np.random.default_rng(0).integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)
-cv2.imwrite("in.png", cv2.GaussianBlur(img, (7, 7), 2))
+# A tiny parent for the measured command: ru_maxrss of a child starts at its parent's RSS at fork
+# (the bench process holds every model), so the command is forked from an interpreter without torch.
+_PEAK_RSS_WRAPPER = """
+import json, resource, subprocess, sys, time
 start = time.perf_counter()
-rc = main(["upscale", "in.png", "out", "--model", "w.pth", "--tile", "{tile}", "--no-progress"])
-seconds = time.perf_counter() - start
-peak = rss_kib("VmHWM") / 1024  # this process image's peak (ru_maxrss would include the parent's at fork)
-print(json.dumps({{"rc": rc, "peak_mib": peak, "seconds": seconds}}))
+rc = subprocess.run(sys.argv[1:]).returncode
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({"rc": rc, "peak_mib": peak, "seconds": time.perf_counter() - start}))
 """
 
 
 def upscale_peak_rss(size: int, tile: int, threads: int) -> dict | None:
-    """Peak RSS (MiB, whole process) of ``hersr upscale`` at x4 on a ``size`` x ``size`` image with
-    ``--tile tile`` (hersr_s), in a fresh interpreter; None when it fails (or off Linux)."""
+    """Peak RSS (MiB, whole process) of the ``hersr upscale`` command at x4 on a ``size`` x ``size``
+    image with ``--tile tile`` (hersr_s, random weights); None when it fails (or off Linux)."""
     import tempfile
+
+    import cv2
+    import numpy as np
+
+    from hersr_arch.archs.hersr_arch import hersr_s
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory() as folder:
-        code = _UPSCALE_SNIPPET.format(size=size, tile=tile)
-        result = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True,
-                                text=True, timeout=3600)  # fmt: skip
+        torch.manual_seed(0)
+        torch.save({"params_ema": hersr_s(upscale=4).state_dict()}, os.path.join(folder, "w.pth"))
+        img = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        cv2.imwrite(os.path.join(folder, "in.png"), cv2.GaussianBlur(img, (7, 7), 2))
+        command = [sys.executable, "-m", "hersr_arch.cli.hersr_cli", "upscale", "in.png", "out", "--model", "w.pth",
+                   "--tile", str(tile), "--no-progress"]  # fmt: skip
+        result = subprocess.run([sys.executable, "-c", _PEAK_RSS_WRAPPER, *command], cwd=folder, env=env,
+                                capture_output=True, text=True, timeout=3600)  # fmt: skip
     if result.returncode != 0:
         return None
     values = json.loads(result.stdout.strip().splitlines()[-1])
@@ -314,12 +327,13 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
     report = {
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "threads": config.threads,
         "rounds": config.rounds,
         "mac_size": list(config.mac_size),
         "matmul_gflops": matmul_gflops(),
+        "thp_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
         "models": {},
         "ratios": {},
         "scaling": {},
@@ -350,12 +364,23 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
             report["ratios"][f"{hersr} / {train}"] = round_ratio(big_times, hersr, train)
         for peer in [n for n in names if not n.startswith("hersr")]:
             report["ratios"][f"{hersr} / {peer}"] = round_ratio(big_times, hersr, peer)
-    for name in [n for n in names if n.endswith("(deployed)")]:
+    # HERSR's deployed graphs, and for reference the peers of the latency targets: a machine effect
+    # (allocator, caches) shows in both, an architecture effect only in one.
+    for name in [n for n in names if n.endswith("(deployed)") or n in SCALING_PEERS]:
+        log(f"4x-pixel scaling of {name}")
         report["scaling"][name] = _pixel_scaling(models[name], config.mac_size, config.rounds)
+        if config.memory and name.startswith("hersr"):
+            big = (config.mac_size[0] * 2, config.mac_size[1] * 2)
+            peak_big, peak = peak_memory_mib(name, big, config.threads), report["models"][name].get("peak_mib")
+            if peak_big is not None and peak:
+                report["scaling"][name]["memory_ratio_4x_pixels"] = peak_big / peak
     if config.memory and config.upscale_size > 0:
         log(f"hersr upscale peak RSS at {config.upscale_size}x{config.upscale_size}")
         report["upscale_memory"] = upscale_peak_rss(config.upscale_size, config.upscale_tile, config.threads)
     return report
+
+
+SCALING_PEERS = ("SPAN-48", "RealPLKSR")
 
 
 def _pixel_scaling(net: nn.Module, size: tuple[int, int], rounds: int) -> dict:
@@ -377,7 +402,7 @@ def _pixel_scaling(net: nn.Module, size: tuple[int, int], rounds: int) -> dict:
     }
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -399,6 +424,10 @@ TARGETS = [
     ("hersr_s deployed >= 15% faster than train graph", ("ratio", "hersr_s (deployed) / hersr_s (train graph)"), 0.85),
     ("hersr_m deployed >= 15% faster than train graph", ("ratio", "hersr_m (deployed) / hersr_m (train graph)"), 0.85),
     ("hersr upscale 1024x1024 x4 (hersr_s, --tile 256) peak RSS <= 2 GiB (MiB)", ("upscale", "peak_mib"), 2048.0),
+    ("hersr_s time linear in pixels: 4x-pixel time ratio <= 1.1x its MAC ratio", ("linear", "hersr_s (deployed)"), 1.1),
+    ("hersr_m time linear in pixels: 4x-pixel time ratio <= 1.1x its MAC ratio", ("linear", "hersr_m (deployed)"), 1.1),
+    ("hersr_s memory linear in pixels: 4x-pixel peak-memory ratio <= 4.4", ("memory", "hersr_s (deployed)"), 4.4),
+    ("hersr_m memory linear in pixels: 4x-pixel peak-memory ratio <= 4.4", ("memory", "hersr_m (deployed)"), 4.4),
 ]
 
 
@@ -408,6 +437,12 @@ def check_targets(report: dict) -> list[tuple[str, float | None, float, bool | N
     for text, (kind, key), limit in TARGETS:
         if kind == "ratio":
             value = report["ratios"].get(key)
+        elif kind in ("linear", "memory"):
+            run = report.get("scaling", {}).get(key, {})
+            if kind == "linear":
+                value = run["time_ratio_4x_pixels"] / run["mac_ratio_4x_pixels"] if run else None
+            else:
+                value = run.get("memory_ratio_4x_pixels")
         elif kind == "upscale":
             run = report.get("upscale_memory")
             value = run[key] if run and run["size"] == 1024 and run["tile"] == 256 else None
@@ -425,7 +460,8 @@ def render_markdown(report: dict) -> str:
         "",
         f"Date {report['date']} · torch {report['torch']} · CPU {report['cpu']} · {report['threads']} threads"
         + (f" · GPU {report['gpu']}" if report["gpu"] else " · no GPU")
-        + f" · {report['rounds']} interleaved rounds · fp32 matmul {report['matmul_gflops']:.1f} GFLOP/s",
+        + f" · {report['rounds']} interleaved rounds · fp32 matmul {report['matmul_gflops']:.1f} GFLOP/s"
+        + f" · THP_MEM_ALLOC_ENABLE={report.get('thp_alloc', 'unset')}",
         "",
         "MACs for a 320x180 input at x4 (1280x720 output), counted by `torch.utils.flop_counter` with attention "
         "on the math backend (FFTs not counted). Latency: median over rounds, `torch.inference_mode`, batch 1. "
@@ -451,10 +487,12 @@ def render_markdown(report: dict) -> str:
     lines += ["", f"Same-round latency ratios (median over rounds, {w}x{h}):", "", "| ratio | value |",
               "| --- | ---: |"]
     lines += [f"| {k} | {v:.3f} |" for k, v in report["ratios"].items()]
-    lines += ["", f"4x the pixels ({2 * w}x{2 * h} vs {w}x{h}):", "", "| model | time ratio | MAC ratio |",
-              "| --- | ---: | ---: |"]
-    lines += [f"| {k} | {v['time_ratio_4x_pixels']:.2f} | {v['mac_ratio_4x_pixels']:.2f} |"
-              for k, v in report["scaling"].items()]
+    lines += ["", f"4x the pixels ({2 * w}x{2 * h} vs {w}x{h}); peak-memory ratio from the fresh-process "
+              "peaks (HERSR only):", "", "| model | time ratio | MAC ratio | peak-memory ratio |",
+              "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    lines += [f"| {k} | {v['time_ratio_4x_pixels']:.2f} | {v['mac_ratio_4x_pixels']:.2f} | "
+              + (f"{v['memory_ratio_4x_pixels']:.2f} |" if "memory_ratio_4x_pixels" in v else "- |")
+              for k, v in report["scaling"].items()]  # fmt: skip
     run = report.get("upscale_memory")
     if run:
         lines += ["", f"`hersr upscale` of a {run['size']}x{run['size']} image at x4 with --tile {run['tile']} "

@@ -37,7 +37,12 @@ def tiled_forward(
         raise ValueError(f"tile must be >= 1 and tile_pad >= 0, got tile={tile}, tile_pad={tile_pad}.")
     b, _, h, w = x.shape
     device = device or x.device
-    out = weight = None
+    fade = tile_pad * scale
+    # The tiles form a grid and each blend weight is a row ramp times a column ramp, so the summed
+    # weight of every output pixel is (sum of row ramps) x (sum of column ramps): two vectors
+    # instead of a full-size weight map.
+    row_sum, col_sum = torch.zeros(h * scale), torch.zeros(w * scale)
+    out = None
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
             y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
@@ -46,16 +51,18 @@ def tiled_forward(
             piece = forward(x[:, :, ty0:ty1, tx0:tx1].to(device)).to(x.device, torch.float32)
             if out is None:
                 out = x.new_zeros((b, piece.shape[1], h * scale, w * scale), dtype=torch.float32)
-                weight = x.new_zeros((1, 1, h * scale, w * scale), dtype=torch.float32)
-            fade = tile_pad * scale
             wy = _ramp((ty1 - ty0) * scale, (y0 - ty0) * scale, (y1 - ty0) * scale, fade)
             wx = _ramp((tx1 - tx0) * scale, (x0 - tx0) * scale, (x1 - tx0) * scale, fade)
             wmap = (wy[:, None] * wx[None, :]).to(x.device)
             out[:, :, ty0 * scale : ty1 * scale, tx0 * scale : tx1 * scale] += piece * wmap
-            weight[:, :, ty0 * scale : ty1 * scale, tx0 * scale : tx1 * scale] += wmap
+            if x0 == 0:
+                row_sum[ty0 * scale : ty1 * scale] += wy
+            if y0 == 0:
+                col_sum[tx0 * scale : tx1 * scale] += wx
             if on_tile is not None:
                 on_tile()
-    return out.div_(weight)  # in place: the full-size output is the largest buffer here
+    # In place: the full-size output is the largest buffer here.
+    return out.div_(row_sum.to(x.device)[:, None]).div_(col_sum.to(x.device))
 
 
 def count_tiles(height: int, width: int, tile: int) -> int:

@@ -5,7 +5,9 @@ order drawn once from a seed), the same optimizer, learning rate, iterations and
 and SSIM (Y channel, border = scale) on the held-out photographs. HERSR starts at bicubic quality
 (global residual) while most peers start far below it, so a short budget ranks starting points,
 not architectures: the report gives bicubic as the floor, flags models that have not passed it,
-and gives each model's wall time (iterations cost very different amounts).
+and gives each model's wall time (iterations cost very different amounts). With ``eval_every``
+each model is also scored during training, which gives the iteration (and second) at which it first
+passed bicubic and its PSNR at an equal wall time: the shortest training time of the run.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class ProxyConfig:
     patch: int = 32  # LR patch side
     lr: float = 5e-4
     seed: int = 0
+    eval_every: int = 0  # > 0: also score every this many iterations (the learning curve)
     scale: int = 4
     data_root: str = "datasets/embedded"
 
@@ -117,13 +120,36 @@ def bicubic_floor(root: Path, scale: int) -> tuple[float, float]:
     return evaluate(forward, root, scale)
 
 
-def train_and_score(net: nn.Module, batches: BatchSequence, config: ProxyConfig, root: Path) -> dict:
+def train_and_score(
+    net: nn.Module,
+    batches: BatchSequence,
+    config: ProxyConfig,
+    root: Path,
+    floor_psnr: float | None = None,
+    log=None,
+) -> dict:
+    """Train ``net`` on the shared batches and score it; scoring time is not counted as training time.
+
+    Returns iterations, training seconds, final PSNR/SSIM and ``curve``: ``[iters, seconds, psnr, ssim]``
+    at every ``eval_every`` iterations and at the end.
+    """
     torch.manual_seed(config.seed)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.99))
+    curve = []
+
+    def score(step: int, seconds: float) -> None:
+        net.eval()
+        psnr, ssim = evaluate(lambda x: net(x), root, config.scale)
+        net.train()
+        curve.append([step, seconds, psnr, ssim])
+        if log is not None:
+            log(f"proxy:   {step} iterations, {seconds:.0f} s: {psnr:.2f} dB")
+
     net.train()
-    start = time.perf_counter()
+    trained = 0.0  # seconds spent training, scoring excluded
     step = 0
-    while (step < config.iters) if config.seconds <= 0 else (time.perf_counter() - start < config.seconds):
+    while (step < config.iters) if config.seconds <= 0 else (trained < config.seconds):
+        start = time.perf_counter()
         lq, gt = batches[step]
         out = net(lq)
         out = out[0] if isinstance(out, tuple) else out
@@ -134,11 +160,21 @@ def train_and_score(net: nn.Module, batches: BatchSequence, config: ProxyConfig,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        trained += time.perf_counter() - start
         step += 1
-    seconds = time.perf_counter() - start
-    net.eval()
-    psnr, ssim = evaluate(lambda x: net(x), root, config.scale)
-    return {"iters": step, "seconds": seconds, "psnr": psnr, "ssim": ssim}
+        if config.eval_every > 0 and step % config.eval_every == 0:
+            score(step, trained)
+    if not curve or curve[-1][0] != step:
+        score(step, trained)
+    passed = next((p for p in curve if floor_psnr is not None and p[2] > floor_psnr), None)
+    return {
+        "iters": step,
+        "seconds": trained,
+        "psnr": curve[-1][2],
+        "ssim": curve[-1][3],
+        "curve": curve,
+        "passed_bicubic_at": None if passed is None else passed[:2],
+    }
 
 
 def run_proxy(models: dict[str, Callable[[], nn.Module]], config: ProxyConfig, log=print) -> dict:
@@ -151,28 +187,85 @@ def run_proxy(models: dict[str, Callable[[], nn.Module]], config: ProxyConfig, l
     for name, make in models.items():
         log(f"proxy: training {name}")
         torch.manual_seed(config.seed)
-        results[name] = train_and_score(make(), batches, config, root)
+        results[name] = train_and_score(make(), batches, config, root, floor[0], log)
     return {"bicubic": floor, "models": results, "config": config.__dict__}
+
+
+PROXY_TARGETS = (
+    ("hersr_s (train graph)", "SPAN-48"),
+    ("hersr_s (train graph)", "SwinIR-light"),
+    ("hersr_m (train graph)", "RealPLKSR"),
+)
+
+
+def psnr_within(result: dict, seconds: float) -> float | None:
+    """PSNR at the last score taken within ``seconds`` of training (None if there is none)."""
+    points = [p for p in result["curve"] if p[1] <= seconds * 1.001]
+    return points[-1][2] if points else None
+
+
+def check_proxy_targets(result: dict) -> list[tuple[str, str]]:
+    """``(target, verdict)`` for each HERSR-vs-peer quality target whose two models were trained."""
+    models, floor = result["models"], result["bicubic"][0]
+    equal_time = min((r["seconds"] for r in models.values()), default=0.0)
+    rows = []
+    for ours, peer in PROXY_TARGETS:
+        if ours not in models or peer not in models:
+            continue
+        a, b = models[ours], models[peer]
+        verdict = f"{a['psnr'] - b['psnr']:+.2f} dB at equal iterations" + (
+            " (met)" if a["psnr"] >= b["psnr"] else " (MISSED)"
+        )
+        ta, tb = psnr_within(a, equal_time), psnr_within(b, equal_time)
+        if ta is not None and tb is not None:
+            verdict += f"; {ta - tb:+.2f} dB at {equal_time:.0f} s each" + (
+                " (met)" if ta >= tb else " (MISSED)"
+            )
+        behind = [name for name, r in ((ours, a), (peer, b)) if r["psnr"] <= floor]
+        if behind:
+            verdict = (
+                f"not conclusive, {' and '.join(behind)} not past bicubic (this ranks starting points): "
+                + verdict
+            )
+        rows.append((f"{ours.split(' ')[0]} proxy PSNR >= {peer}", verdict))
+    return rows
 
 
 def render_proxy(result: dict) -> str:
     cfg = result["config"]
-    budget = f"{cfg['seconds']:.0f} s of training each" if cfg["seconds"] > 0 else f"{cfg['iters']} iterations each"
+    budget = (
+        f"{cfg['seconds']:.0f} s of training each"
+        if cfg["seconds"] > 0
+        else f"{cfg['iters']} iterations each"
+    )
     floor_psnr, floor_ssim = result["bicubic"]
+    equal_time = min((r["seconds"] for r in result["models"].values()), default=0.0)
     lines = [
         "",
         f"## Quality proxy (equal budget: {budget}; batch {cfg['batch']}, LR patch {cfg['patch']}, Adam "
         f"{cfg['lr']}, seed {cfg['seed']}, embedded dataset, x{cfg['scale']})",
         "",
         "PSNR/SSIM on Y over the held-out photographs. A short budget ranks starting points, not "
-        "architectures: HERSR starts at bicubic quality, most peers far below it.",
+        "architectures: HERSR starts at bicubic quality, most peers far below it. 'Passed bicubic' is the "
+        f"first score above the floor (scored every {cfg['eval_every'] or cfg['iters']} iterations); "
+        f"'PSNR at {equal_time:.0f} s' is each model's last score within the shortest training time of the "
+        "run (equal wall time; training seconds exclude scoring).",
         "",
-        "| model | iterations | train s | PSNR | SSIM | vs bicubic |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
-        f"| Bicubic (MATLAB) | - | - | {floor_psnr:.2f} | {floor_ssim:.4f} | floor |",
+        f"| model | iterations | train s | PSNR | SSIM | vs bicubic | passed bicubic at | PSNR at {equal_time:.0f} s |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |",
+        f"| Bicubic (MATLAB) | - | - | {floor_psnr:.2f} | {floor_ssim:.4f} | floor | - | - |",
     ]
     for name, r in result["models"].items():
         delta = r["psnr"] - floor_psnr
         verdict = f"{delta:+.2f} dB" + ("" if delta > 0 else " (not yet past bicubic)")
-        lines.append(f"| {name} | {r['iters']} | {r['seconds']:.0f} | {r['psnr']:.2f} | {r['ssim']:.4f} | {verdict} |")
+        passed = r["passed_bicubic_at"]
+        passed_text = "not yet" if passed is None else f"{passed[0]} it / {passed[1]:.0f} s"
+        at_time = psnr_within(r, equal_time)
+        lines.append(
+            f"| {name} | {r['iters']} | {r['seconds']:.0f} | {r['psnr']:.2f} | {r['ssim']:.4f} | {verdict} "
+            f"| {passed_text} | {'n/a' if at_time is None else f'{at_time:.2f}'} |"
+        )
+    targets = check_proxy_targets(result)
+    if targets:
+        lines += ["", "Quality targets:", ""] + [f"- {text}: {verdict}" for text, verdict in targets]
     return "\n".join(lines) + "\n"

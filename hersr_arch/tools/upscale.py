@@ -23,6 +23,7 @@ ever opened for writing (an OUTPUT that would overwrite an input is refused up f
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import uuid
@@ -236,14 +237,19 @@ def to_unit_float(img: np.ndarray) -> np.ndarray:
 
 
 def from_unit_float(img: np.ndarray, depth: int) -> np.ndarray:
-    """``img`` in [0, 1] (clipped) as ``depth``-bit samples; one float temporary at most (large outputs)."""
+    """``img`` in [0, 1] (clipped) as ``depth``-bit samples, converted in blocks of rows so that the
+    float temporary stays small however large the output is."""
     if depth == 32:
         return np.clip(img, 0.0, 1.0).astype(np.float32, copy=False)
     top = 255.0 if depth == 8 else 65535.0
-    scaled = np.multiply(img, top, dtype=np.float32)
-    np.clip(scaled, 0.0, top, out=scaled)
-    np.rint(scaled, out=scaled)
-    return scaled.astype(np.uint8 if depth == 8 else np.uint16)
+    out = np.empty(img.shape, np.uint8 if depth == 8 else np.uint16)
+    rows = max(1, (16 << 20) // max(1, img[0].nbytes))  # 16 MiB of float rows at a time
+    for start in range(0, img.shape[0], rows):
+        scaled = np.multiply(img[start : start + rows], top, dtype=np.float32)
+        np.clip(scaled, 0.0, top, out=scaled)
+        np.rint(scaled, out=scaled)
+        out[start : start + rows] = scaled
+    return out
 
 
 def write_image(path: Path, img: np.ndarray) -> None:
@@ -266,6 +272,28 @@ def write_image(path: Path, img: np.ndarray) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (AttributeError, OSError):
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand memory that is free inside the process back to the system (glibc ``malloc_trim``).
+
+    PyTorch's CPU tensors come straight from glibc malloc, which keeps freed memory for reuse; after
+    tiles of several sizes (edge tiles are smaller) it holds the free blocks of each, and peak RSS
+    grows by hundreds of MiB. Trimming after every tile keeps it at one tile's working set (1024x1024
+    at x4, --tile 256: ~200 MiB less) for a few ms of page faults per tile. A no-op elsewhere.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 class Upscaler:
     """``model`` on ``(B, C, H, W)`` CPU float tensors: tiled or whole, on ``device``, under autocast.
 
@@ -286,13 +314,17 @@ class Upscaler:
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             return self.model(x)
 
+    def _after_tile(self) -> None:
+        release_free_memory()
+        if self.on_tile is not None:
+            self.on_tile()
+
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.tile:
-            return tiled_forward(self._forward, x, self.scale, self.tile, self.tile_pad, self.device, self.on_tile)
+            return tiled_forward(self._forward, x, self.scale, self.tile, self.tile_pad, self.device, self._after_tile)
         out = self._forward(x.to(self.device)).to("cpu", torch.float32)
-        if self.on_tile is not None:
-            self.on_tile()
+        self._after_tile()
         return out
 
     def passes(self, img: np.ndarray, alpha_mode: str) -> int:
