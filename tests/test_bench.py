@@ -99,10 +99,13 @@ def test_proxy_report_gives_equal_time_psnr_and_flags_models_behind_bicubic():
     assert target == "hersr_s proxy PSNR >= SPAN-48"
     assert verdict == "-0.30 dB at equal iterations (MISSED)"  # no equal-time score for SPAN within 30 s
     slow["curve"].insert(0, [50, 20.0, 24.0, 0.6])
-    slow["psnr"] = 24.5
+    slow["psnr"], slow["passed_bicubic_at"] = 24.5, None
     (_, verdict), = check_proxy_targets(result)
-    assert verdict.startswith("not conclusive, SPAN-48 not past bicubic")
+    assert verdict.startswith("not conclusive, SPAN-48 never passed bicubic")
     assert verdict.endswith("+1.70 dB at equal iterations (met); +2.20 dB at 30 s each (met)")
+    slow["passed_bicubic_at"] = [300, 120.0]  # passed once, then ended below the floor
+    (_, verdict), = check_proxy_targets(result)
+    assert verdict.endswith("(met); +2.20 dB at 30 s each (met) (SPAN-48 passed bicubic, then ended below it: a noisy last score)")
 
 
 def test_bench_proxy_only_writes_its_own_report(tmp_path):

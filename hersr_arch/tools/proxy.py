@@ -221,12 +221,12 @@ def check_proxy_targets(result: dict) -> list[tuple[str, str]]:
             verdict += f"; {ta - tb:+.2f} dB at {equal_time:.0f} s each" + (
                 " (met)" if ta >= tb else " (MISSED)"
             )
-        behind = [name for name, r in ((ours, a), (peer, b)) if r["psnr"] <= floor]
-        if behind:
-            verdict = (
-                f"not conclusive, {' and '.join(behind)} not past bicubic (this ranks starting points): "
-                + verdict
-            )
+        never = [name for name, r in ((ours, a), (peer, b)) if r["passed_bicubic_at"] is None]
+        dipped = [name for name, r in ((ours, a), (peer, b)) if r["passed_bicubic_at"] and r["psnr"] <= floor]
+        if never:
+            verdict = f"not conclusive, {' and '.join(never)} never passed bicubic (this ranks starting points): " + verdict
+        elif dipped:
+            verdict += f" ({' and '.join(dipped)} passed bicubic, then ended below it: a noisy last score)"
         rows.append((f"{ours.split(' ')[0]} proxy PSNR >= {peer}", verdict))
     return rows
 
@@ -257,7 +257,8 @@ def render_proxy(result: dict) -> str:
     ]
     for name, r in result["models"].items():
         delta = r["psnr"] - floor_psnr
-        verdict = f"{delta:+.2f} dB" + ("" if delta > 0 else " (not yet past bicubic)")
+        behind = " (not yet past bicubic)" if r["passed_bicubic_at"] is None else " (below bicubic at the end)"
+        verdict = f"{delta:+.2f} dB" + ("" if delta > 0 else behind)
         passed = r["passed_bicubic_at"]
         passed_text = "not yet" if passed is None else f"{passed[0]} it / {passed[1]:.0f} s"
         at_time = psnr_within(r, equal_time)
