@@ -33,7 +33,6 @@ def run_table(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     """Benchmark HERSR against its peers in one run; write the Markdown report (and JSON beside it)."""
     import datetime
-    import json
 
     import torch
 
@@ -81,7 +80,9 @@ def run_bench(args: argparse.Namespace) -> int:
         report = run_bench(config, log)
         if not report["models"]:
             raise CommandError(f"no model matched --models {args.models}")
-        markdown = render_markdown(report) if out == "-" else write_report(report, out)
+        markdown = render_markdown(report)
+        if out != "-":  # written now, so an interrupted proxy run (hours) keeps the latency report
+            write_report(markdown, report, out)
     if args.proxy or args.proxy_only:
         torch.set_num_threads(config.threads)
         # Peers and HERSR's train graph: the deployed graph is the same network, not trainable as such.
@@ -99,10 +100,7 @@ def run_bench(args: argparse.Namespace) -> int:
                         f" · CPU {cpu_name()} · {config.threads} threads\n")
         markdown += render_proxy(result)
         if out != "-":
-            with open(out, "w", encoding="utf-8") as f:
-                f.write(markdown)
-            with open(out.rsplit(".", 1)[0] + ".json", "w", encoding="utf-8") as f:
-                json.dump({**report, "proxy": result}, f, indent=2)
+            write_report(markdown, {**report, "proxy": result}, out)
     sys.stdout.write(markdown)
     return 0
 

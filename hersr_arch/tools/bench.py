@@ -505,10 +505,9 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict, path: str | os.PathLike) -> str:
-    markdown = render_markdown(report)
+def write_report(markdown: str, data: dict, path: str | os.PathLike) -> None:
+    """``markdown`` to ``path`` and ``data`` as JSON beside it (same name, ``.json``)."""
     with open(path, "w", encoding="utf-8") as f:
         f.write(markdown)
     with open(os.fspath(path).rsplit(".", 1)[0] + ".json", "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    return markdown
+        json.dump(data, f, indent=2)
