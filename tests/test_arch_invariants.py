@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hersr_arch.archs.hersr_arch import ModulatedConv
+from hersr_arch.archs.hersr_arch import ModulatedConv, bicubic_phases
 from tests.conftest import perturb_, tiny_hersr
 
 
@@ -20,7 +20,26 @@ def test_untrained_output_is_interpolated_input(scale, mode):
     x = torch.rand(2, 3, 19, 13)
     with torch.no_grad():
         out = model(x)
-    assert torch.equal(out, interp(x, scale))
+    if scale == 1:
+        assert torch.equal(out, x)
+    else:  # exactly the residual's bicubic phases, shuffled; F.interpolate up to float rounding
+        assert torch.equal(out, F.pixel_shuffle(bicubic_phases(x, scale, 3), scale))
+        torch.testing.assert_close(out, interp(x, scale), atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("size", [(1, 1), (2, 5), (17, 30)])
+def test_bicubic_phases_are_pytorch_bicubic(scale, size):
+    """The global residual's conv form of bicubic up-sampling equals F.interpolate (borders, odd and
+    1-pixel sizes, batch, channels), computes in fp32 under bf16 autocast, and keeps fp16 inputs fp16."""
+    x = torch.rand(2, 4, *size, generator=torch.Generator().manual_seed(scale))
+    expected = interp(x, scale)
+    torch.testing.assert_close(F.pixel_shuffle(bicubic_phases(x, scale, 4), scale), expected, atol=2e-6, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = bicubic_phases(x, scale, 4)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(F.pixel_shuffle(under_autocast, scale), expected, atol=2e-6, rtol=0)
+    assert bicubic_phases(x.half(), scale, 4).dtype == torch.float16
 
 
 @pytest.mark.parametrize("scale", [1, 2, 3, 4])
