@@ -128,3 +128,44 @@ def test_cpu_inference_runs_1x1_convs_on_onednn_with_the_same_numbers():
     assert fast.is_contiguous(memory_format=torch.channels_last)
     model = hersr_s()
     assert sum(isinstance(m, Conv1x1) for m in model.modules()) >= 20  # every 1x1 of the network
+
+
+def test_cpu_inference_token_linear_and_expand_halves_keep_the_numbers():
+    """The qkv projection as a oneDNN 1x1 conv over the tokens equals nn.Linear; the expansion's two
+    channel halves, each computed on its own, equal the wide conv split afterwards; the in-place gate
+    and residual helpers write into their fresh operand only without autograd and never narrow a sum."""
+    from hersr_arch.archs.hersr_arch import PaddedDepthwiseExpand, gate_product, residual_add, token_linear
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(20, 60)
+    tokens = torch.randn(7, 64, 20)
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        fast = token_linear(tokens, linear)
+    assert "aten::mkldnn_convolution" in {e.key for e in prof.events()}
+    torch.testing.assert_close(fast, linear(tokens), atol=1e-6, rtol=1e-6)
+    assert fast.shape == (7, 64, 60)
+
+    expand = PaddedDepthwiseExpand(12, 32)
+    with torch.no_grad():
+        for p in expand.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(2, 12, 9, 10).contiguous(memory_format=torch.channels_last)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+    wide = torch.nn.functional.conv2d(padded, expand.expand.weight, expand.expand.bias)
+    dw = expand.dwconv
+    centre = wide[..., 1:-1, 1:-1]
+    wide = (torch.nn.functional.conv2d(wide, dw.conv.weight, dw.conv.bias, groups=32)
+            + centre * dw.point.weight.view(1, -1, 1, 1) + dw.point.bias.view(1, -1, 1, 1) + centre)  # fmt: skip
+    for mode in (torch.enable_grad, torch.no_grad):
+        with mode():
+            a, b = expand(x)
+        torch.testing.assert_close(torch.cat((a, b), 1), wide, atol=1e-5, rtol=1e-5)
+
+    a, b = torch.rand(3, 4), torch.rand(3, 4)
+    with torch.no_grad():
+        assert gate_product(a, b) is a
+        assert residual_add(a, b) is a
+        wider = residual_add(torch.ones(3, 4, dtype=torch.bfloat16), torch.full((3, 4), 1e-3))
+    assert wider.dtype == torch.float32 and torch.allclose(wider, torch.full((3, 4), 1.001))
+    a = torch.rand(3, 4, requires_grad=True) * 1.0
+    assert gate_product(a, b) is not a
