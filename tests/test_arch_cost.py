@@ -2,18 +2,11 @@
 
 import pytest
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from hersr_arch.archs.hersr_arch import hersr_s
+from hersr_arch.tools.model_cost import count_macs
 from tests.conftest import tiny_hersr
-
-
-def count_macs(model, h, w):
-    # The counter does not see SDPA's fused CPU kernel: force the math backend.
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        model(torch.rand(1, 3, h, w))
-    return counter.get_total_flops() / 2
 
 
 @pytest.mark.parametrize("build", [lambda: tiny_hersr(moe_routing="token"), hersr_s], ids=["tiny", "hersr_s"])
@@ -30,3 +23,13 @@ def test_attention_is_counted():
     with_attn = count_macs(model, 32, 32)
     without = count_macs(tiny_hersr(use_context=False, moe_experts=("conv", "fft")).eval(), 32, 32)
     assert with_attn > without
+
+
+def test_macs_include_the_onednn_inference_convs():
+    """CPU inference runs 1x1 convs as ``aten::mkldnn_convolution``; the count must equal the one of
+    a graph the counter knows natively (with grad enabled the fast path is off)."""
+    model = tiny_hersr().eval()
+    with torch.enable_grad(), FlopCounterMode(display=False) as reference:
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            model(torch.zeros(1, 3, 32, 32))
+    assert count_macs(model, 32, 32) == reference.get_total_flops() / 2

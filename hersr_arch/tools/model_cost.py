@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import prod
+
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -16,14 +18,23 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _onednn_conv_flops(x_shape, w_shape, *args, out_shape, **kwargs) -> int:
+    """FLOPs of ``aten::mkldnn_convolution`` (not in the counter's registry): 2 per weight tap per
+    output element; ``w_shape: (C_out, C_in / groups, kh, kw)``, ``out_shape: (B, C_out, ...)``."""
+    return 2 * prod(out_shape) * prod(w_shape[1:])
+
+
 def count_macs(model: nn.Module, height: int, width: int, in_ch: int = 3) -> float:
     """Multiply-accumulates of one eval forward on a ``(1, in_ch, height, width)`` input.
 
     ``torch.utils.flop_counter`` counts FLOPs (MACs = FLOPs / 2). SDPA's fused CPU kernel is invisible
-    to it, so attention is counted under the math backend. FFTs are not counted (O(N log N)).
+    to it, so attention is counted under the math backend; HERSR's CPU inference sends 1x1 convs
+    straight to ``aten::mkldnn_convolution``, which the counter is taught here. FFTs are not counted
+    (O(N log N)).
     """
     model.eval()
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.mkldnn_convolution: _onednn_conv_flops})
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
         model(torch.zeros(1, in_ch, height, width))
     return counter.get_total_flops() / 2
 
