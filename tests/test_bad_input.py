@@ -1,9 +1,11 @@
 """Bad input gets one clear error that names the bad value and what is allowed, and loses nothing.
 
 Two tables. ``NETWORK_CASES`` call the network (and the ``network_g`` option check that guards
-building it) in-process. ``CLI_CASES`` run the real ``basicsr`` command in a subprocess on a broken
+building it) in-process. ``CLI_CASES`` run the ``basicsr`` command on a broken
 option file, dataset or checkpoint; each must exit with status 2 and one line on stderr, no
 traceback, no experiment/results folder created, and every input file byte for byte unchanged.
+Each case runs the command's ``main`` in this process; ``SUBPROCESS_CASES`` also run as the real
+``python -m`` command, so the entry point itself is covered without paying a torch import per case.
 The subprocesses run a few at a time from one module fixture (each spends ~5 s importing torch and
 BasicSR; one after another they would take a minute).
 
@@ -13,7 +15,12 @@ files in a folder) are tested with that command.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +40,7 @@ from helpers import (
 )
 
 from hersr_arch.archs.hersr_arch import HERSR
+from hersr_arch.cli import basicsr_cli
 from hersr_arch.loading import CheckpointError, load_hersr
 from hersr_arch.models.hersr_model import HERSRModel
 from hersr_arch.option_checks import OptionError, check_network_options
@@ -314,9 +322,30 @@ def _build_cases(root: Path, data: dict) -> dict[str, Case]:
     return cases
 
 
+SUBPROCESS_CASES = ["option file does not parse", "results path not writable"]  # one per command
+
+
+def _run_in_process(case: Case) -> subprocess.CompletedProcess:
+    """``basicsr <case.args>`` through :func:`basicsr_cli.main` in ``case.run``; status and output."""
+    out, err = io.StringIO(), io.StringIO()
+    case.run.mkdir(parents=True, exist_ok=True)
+    cwd, argv = os.getcwd(), sys.argv
+    try:
+        os.chdir(case.run)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = basicsr_cli.main([str(a) for a in case.args])
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+    return subprocess.CompletedProcess(case.args, code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="module")
 def cli_results(tmp_path_factory):
-    """Run every ``CLI_CASES`` command, four at a time; ``{case: (Case, CompletedProcess)}``."""
+    """Every ``CLI_CASES`` command in-process, ``SUBPROCESS_CASES`` also as real commands (meanwhile).
+
+    ``{(case name, "in-process" | "subprocess"): (Case, CompletedProcess)}``.
+    """
     root = tmp_path_factory.mktemp("bad_input")
     train = write_paired_dataset(root / "data" / "train", 4, size=32)
     val = write_paired_dataset(root / "data" / "val", 1, size=32, seed=1)
@@ -324,13 +353,10 @@ def cli_results(tmp_path_factory):
     cases = _build_cases(root, data)
     for case in cases.values():
         case.before = file_hashes(*case.inputs)
-    results, running, pending = {}, {}, list(cases.items())
-    while pending or running:
-        while pending and len(running) < 4:
-            name, case = pending.pop(0)
-            running[name] = start_cli(case.args, case.run)
-        name = next(iter(running))
-        results[name] = (cases[name], finish_cli(running.pop(name), timeout=120))
+    running = {name: start_cli(cases[name].args, cases[name].run) for name in SUBPROCESS_CASES}
+    results = {(name, "in-process"): (case, _run_in_process(case)) for name, case in cases.items()}
+    for name, proc in running.items():
+        results[name, "subprocess"] = (cases[name], finish_cli(proc, timeout=120))
     yield results
     shutil.rmtree(root, ignore_errors=True)
 
@@ -356,9 +382,11 @@ CLI_CASES = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CLI_CASES)
-def test_basicsr_command_rejects_bad_input(cli_results, name):
-    case, result = cli_results[name]
+@pytest.mark.parametrize(
+    ("name", "how"), [(name, "in-process") for name in CLI_CASES] + [(name, "subprocess") for name in SUBPROCESS_CASES]
+)
+def test_basicsr_command_rejects_bad_input(cli_results, name, how):
+    case, result = cli_results[name, how]
     err = result.stderr.strip()
     assert result.returncode == 2, f"exit {result.returncode}\n{result.stdout[-2000:]}\n{err[-3000:]}"
     assert "Traceback" not in result.stdout + result.stderr, err[-3000:]

@@ -9,6 +9,7 @@ import torch
 
 import hersr_arch.archs.hersr_arch as hersr_arch_module
 from hersr_arch.archs.hersr_arch import ContextPool, FrequencyExpert, WindowAttention, hersr_s
+from hersr_arch.cli.hersr_cli import main
 from hersr_arch.loading import load_hersr, read_state_dict
 from hersr_arch.tools import export as ex
 from hersr_arch.tools.export import ExportError, export_deploy, export_onnx, trace_size
@@ -152,7 +153,7 @@ def test_onnx_refusals_are_clear(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.safetensors"))
 
 
-def test_export_command(tmp_path):
+def test_export_command(tmp_path, capsys):
     model = perturb_(tiny_hersr(upscale=2, window_size=8, dims=(8, 16, 16, 16))).eval()
     src = save(model, tmp_path / "net_g.pth")
     cmd = [sys.executable, "-m", "hersr_arch.cli.hersr_cli", "export", "--model", str(src)]
@@ -162,5 +163,5 @@ def test_export_command(tmp_path):
     assert "onnxruntime matches PyTorch at 4 sizes" in proc.stderr and "texture noise is off" in proc.stderr
     assert load_hersr(tmp_path / "d.safetensors").deploy
     assert any(isinstance(m, WindowAttention) and m.window_size == 8 for m in load_hersr(src).modules())
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), timeout=300)
-    assert proc.returncode == 1 and "hersr export: error: nothing to do" in proc.stderr
+    assert main(["export", "--model", str(src)]) == 1
+    assert "hersr export: error: nothing to do" in capsys.readouterr().err

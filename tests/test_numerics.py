@@ -1,4 +1,4 @@
-"""Numerics: no NaN/Inf for extreme inputs in fp32, bf16 and fp16 autocast, nor after 200 training
+"""Numerics: no NaN/Inf for extreme inputs in fp32, bf16 and fp16 autocast, nor after 120 training
 iterations at a high learning rate (with gradient clipping); attention logits bounded by the clamped
 logit scale; the MoE router computed in fp32 under autocast.
 
@@ -128,6 +128,9 @@ def test_moe_router_runs_in_fp32_under_bf16_autocast(routing):
     assert math.isfinite(model.aux_loss.item())
 
 
+HIGH_LR_ITERS = 120  # twelve extreme batches, four of each kind
+
+
 def _train_options(tmp_path, amp):
     network = {"type": "HERSR", "upscale": 2, **TINY, "use_prompt": True, "msg_outputs": True, "moe_top_k": 2}
     paths = {key: str(tmp_path) for key in ("experiments_root", "models", "training_states", "log", "visualization")}
@@ -139,7 +142,7 @@ def _train_options(tmp_path, amp):
             "ema_decay": 0.9,
             "optim_g": {"type": "Adam", "lr": 1e-2, "betas": [0.9, 0.99]},  # 50x the usual 2e-4
             "scheduler": {"type": "MultiStepLR", "milestones": [10**6], "gamma": 0.5},
-            "total_iter": 200, "warmup_iter": -1,
+            "total_iter": HIGH_LR_ITERS, "warmup_iter": -1,
             "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0, "reduction": "mean"},
             "frequency_opt": {"type": "FFTLoss", "loss_weight": 0.05},
             "msg_opt": {"type": "L1Loss", "loss_weight": 1.0, "weights": [0.5, 0.25, 0.125]},
@@ -160,12 +163,12 @@ def _batch(i: int, gen: torch.Generator) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("amp", [None, "bf16"], ids=["fp32", "bf16"])
-def test_200_iterations_at_a_high_learning_rate_stay_finite(tmp_path, amp):
+def test_training_at_a_high_learning_rate_stays_finite(tmp_path, amp):
     torch.manual_seed(0)
     model = HERSRModel(_train_options(tmp_path, amp))
     gen = torch.Generator().manual_seed(0)
     with one_thread():
-        for i in range(1, 201):
+        for i in range(1, HIGH_LR_ITERS + 1):
             model.update_learning_rate(i)
             model.feed_data(_batch(i, gen))
             model.optimize_parameters(i)

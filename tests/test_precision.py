@@ -87,23 +87,32 @@ def test_channels_last_gives_the_same_output(trained, deploy):
 
 
 def test_torch_compile_dynamic_matches_eager_and_stays_dynamic(trained):
-    """No graph break; outputs equal eager; after at most one re-specialisation (torch's conv
-    heuristics guard on the map size), a third size compiles nothing new. AOTAutograd backend: the
-    graph inductor would receive, without minutes of C++ compilation on a 2-core CI machine."""
+    """One graph for two input sizes (no graph break, no recompile) and outputs equal to eager.
+
+    Both sizes lie above the map size at which torch's conv heuristics guard (a smaller first
+    size costs one re-specialisation, a torch property). The dynamic trace runs on the "eager"
+    backend: symbolic shapes through AOTAutograd take minutes on a 2-core CI machine, and what
+    AOTAutograd adds (functionalization, decompositions) is checked at one static size below.
+    """
     from torch._dynamo.testing import CompileCounterWithBackend
 
     torch._dynamo.reset()
-    explained = torch._dynamo.explain(trained)(torch.rand(1, 3, 75, 61))
-    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
-    torch._dynamo.reset()
-    counter = CompileCounterWithBackend("aot_eager")
+    counter = CompileCounterWithBackend("eager")
     compiled = torch.compile(trained, dynamic=True, backend=counter)
     gen = torch.Generator().manual_seed(5)
-    counts = []
-    for h, w in ((75, 61), (92, 86), (77, 99)):
+    for h, w in ((92, 86), (77, 99)):
         x = torch.rand(1, 3, h, w, generator=gen)
         with torch.no_grad():
             torch.testing.assert_close(compiled(x), trained(x), atol=1e-5, rtol=0)
-        counts.append(counter.frame_count)
-    assert counts[2] == counts[1], f"graphs compiled after each size: {counts}"
+        assert counter.frame_count == 1, f"{counter.frame_count} graphs after the {h}x{w} input"
+    torch._dynamo.reset()
+
+
+def test_torch_compile_aot_autograd_matches_eager(trained):
+    """The graph inductor would receive (AOTAutograd, static shapes) runs and equals eager."""
+    torch._dynamo.reset()
+    compiled = torch.compile(trained, backend="aot_eager", fullgraph=True)
+    x = torch.rand(1, 3, 40, 35, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), trained(x), atol=1e-5, rtol=0)
     torch._dynamo.reset()
