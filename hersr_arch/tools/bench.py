@@ -203,23 +203,6 @@ def cuda_latency(net: nn.Module, size: tuple[int, int], dtype: torch.dtype, runs
     return statistics.median(samples)
 
 
-_PEAK_SNIPPET = """
-import json, sys, torch
-sys.argv = ['x']
-torch.set_num_threads({threads})
-from hersr_arch.tools.bench import all_entries, build, rss_kib
-entry = next(e for e in all_entries() if e.name == {name!r})
-net = build(entry)
-x = torch.rand(1, 3, {h}, {w})
-with open('/proc/self/clear_refs', 'w') as f:
-    f.write('5')  # reset the peak-RSS mark (VmHWM) to the current RSS
-before = rss_kib('VmRSS')
-with torch.inference_mode():
-    net(x)
-print(json.dumps({{"peak_mib": (rss_kib('VmHWM') - before) / 1024}}))
-"""
-
-
 def rss_kib(field: str) -> int:
     """``VmRSS`` (current) or ``VmHWM`` (peak since the last reset) of this process, in KiB (Linux)."""
     with open("/proc/self/status", encoding="utf-8") as f:
@@ -229,16 +212,56 @@ def rss_kib(field: str) -> int:
     raise OSError(f"{field} not in /proc/self/status")
 
 
-def peak_memory_mib(name: str, size: tuple[int, int], threads: int) -> float | None:
-    """Peak RSS growth (MiB) of one forward, in a fresh interpreter so that models do not interfere.
+def _peak_child(conn, name: str, size: tuple[int, int], threads: int) -> None:
+    """In a fresh process: build ``name``, run one forward, send the peak RSS growth in MiB."""
+    torch.set_num_threads(threads)
+    net = build(next(e for e in all_entries() if e.name == name))
+    x = torch.rand(1, 3, *size)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak-RSS mark (VmHWM) to the current RSS
+    before = rss_kib("VmRSS")
+    with torch.inference_mode():
+        net(x)
+    conn.send((rss_kib("VmHWM") - before) / 1024)
 
-    Linux only (``/proc``); None elsewhere or when the subprocess fails.
+
+_FORKSERVER = None
+
+
+def _fresh_process_context():
+    """Processes forked from a server that has imported torch, this module and spandrel once:
+    as clean as a new interpreter (no model, no allocator history) without its ~8 s of imports."""
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        import importlib.util
+        import multiprocessing
+
+        _FORKSERVER = multiprocessing.get_context("forkserver")
+        preload = ["hersr_arch.tools.bench"] + (["spandrel"] if importlib.util.find_spec("spandrel") else [])
+        _FORKSERVER.set_forkserver_preload(preload)
+    return _FORKSERVER
+
+
+def peak_memory_mib(name: str, size: tuple[int, int], threads: int) -> float | None:
+    """Peak RSS growth (MiB) of one forward, in a fresh process so that models do not interfere.
+
+    Linux only (``/proc``); None elsewhere or when the measuring process fails.
     """
-    code = _PEAK_SNIPPET.format(threads=threads, name=name, h=size[0], w=size[1])
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
-    if result.returncode != 0:
+    if not os.path.exists("/proc/self/clear_refs"):
         return None
-    return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
+    ctx = _fresh_process_context()
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_peak_child, args=(send, name, size, threads), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        peak = receive.recv() if receive.poll(1800) else None
+    except EOFError:  # the process died (e.g. out of memory) before sending
+        peak = None
+    proc.join(60)
+    if proc.is_alive():
+        proc.kill()
+    return peak
 
 
 # A tiny parent for the measured command: ru_maxrss of a child starts at its parent's RSS at fork
