@@ -5,9 +5,8 @@ building it) in-process. ``CLI_CASES`` run the ``basicsr`` command on a broken
 option file, dataset or checkpoint; each must exit with status 2 and one line on stderr, no
 traceback, no experiment/results folder created, and every input file byte for byte unchanged.
 Each case runs the command's ``main`` in this process; ``SUBPROCESS_CASES`` also run as the real
-``python -m`` command, so the entry point itself is covered without paying a torch import per case.
-The subprocesses run a few at a time from one module fixture (each spends ~5 s importing torch and
-BasicSR; one after another they would take a minute).
+``python -m`` command (meanwhile, from one module fixture), so the entry point itself is covered
+without paying ~8 s of torch and BasicSR imports per case.
 
 ``hersr upscale``'s own cases (NaN/Inf pixels, an input too large without tiling, corrupt image
 files in a folder) are tested with that command.
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -329,14 +327,11 @@ def _run_in_process(case: Case) -> subprocess.CompletedProcess:
     """``basicsr <case.args>`` through :func:`basicsr_cli.main` in ``case.run``; status and output."""
     out, err = io.StringIO(), io.StringIO()
     case.run.mkdir(parents=True, exist_ok=True)
-    cwd, argv = os.getcwd(), sys.argv
-    try:
-        os.chdir(case.run)
+    with pytest.MonkeyPatch.context() as patch:  # main() sets sys.argv for BasicSR's parser
+        patch.chdir(case.run)
+        patch.setattr(sys, "argv", sys.argv)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = basicsr_cli.main([str(a) for a in case.args])
-    finally:
-        os.chdir(cwd)
-        sys.argv = argv
     return subprocess.CompletedProcess(case.args, code, out.getvalue(), err.getvalue())
 
 
