@@ -158,7 +158,7 @@ def test_cpu_inference_token_linear_and_expand_halves_keep_the_numbers():
             + centre * dw.point.weight.view(1, -1, 1, 1) + dw.point.bias.view(1, -1, 1, 1) + centre)  # fmt: skip
     for mode in (torch.enable_grad, torch.no_grad):
         with mode():
-            a, b = expand(x)
+            a, b = expand(padded)
         torch.testing.assert_close(torch.cat((a, b), 1), wide, atol=1e-5, rtol=1e-5)
 
     a, b = torch.rand(3, 4), torch.rand(3, 4)
@@ -169,3 +169,48 @@ def test_cpu_inference_token_linear_and_expand_halves_keep_the_numbers():
     assert wider.dtype == torch.float32 and torch.allclose(wider, torch.full((3, 4), 1.001))
     a = torch.rand(3, 4, requires_grad=True) * 1.0
     assert gate_product(a, b) is not a
+
+
+def test_cpu_inference_in_row_bands_keeps_the_numbers(monkeypatch):
+    """Large maps run expand -> gate -> project and window attention in row bands (cache-sized) in CPU
+    inference: the same output as whole maps (fp64: to rounding; fp32 on oneDNN: to its summation
+    order), for shifted and plain windows, padded sizes and a batch of two; training never bands."""
+    from hersr_arch.archs import hersr_arch as arch
+
+    model = perturb_(tiny_hersr(depths=(2, 2, 1, 1), upscale=2)).eval()
+    model.switch_to_deploy()
+    x = torch.rand(2, 3, 29, 22)
+    calls = {"expand": 0, "attend": 0}
+    attend_windows = arch.WindowAttention._attend_windows
+
+    def counting_attend(self, *args):
+        calls["attend"] += 1
+        return attend_windows(self, *args)
+
+    for m in model.modules():
+        if isinstance(m, arch.PaddedDepthwiseExpand):
+            m.register_forward_hook(lambda *_: calls.update(expand=calls["expand"] + 1))
+    monkeypatch.setattr(arch.WindowAttention, "_attend_windows", counting_attend)
+    n_expand = sum(isinstance(m, arch.PaddedDepthwiseExpand) for m in model.modules())
+    n_attend = sum(isinstance(m, arch.WindowAttention) for m in model.modules())
+
+    def run(dtype, band_bytes):
+        monkeypatch.setattr(arch, "BAND_ABOVE_BYTES", 2**40 if band_bytes is None else 0)
+        monkeypatch.setattr(arch, "BAND_BYTES", band_bytes or 0)
+        calls.update(expand=0, attend=0)
+        with torch.no_grad():
+            return model.to(dtype)(x.to(dtype))
+
+    for dtype, atol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        whole = run(dtype, None)
+        assert calls == {"expand": n_expand, "attend": n_attend}
+        rows3 = 3 * 22 * 8 * whole.element_size()  # 3 rows of the widest expanded map
+        banded = run(dtype, rows3)
+        assert calls["expand"] > 4 * n_expand and calls["attend"] > 2 * n_attend
+        torch.testing.assert_close(banded, whole, atol=atol, rtol=0)
+
+    monkeypatch.setattr(arch, "BAND_ABOVE_BYTES", 0)
+    calls.update(expand=0, attend=0)
+    model.train()
+    model(x[:, :, :16, :16])
+    assert calls == {"expand": n_expand, "attend": n_attend}

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -403,15 +403,16 @@ def residual_add(update: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class PaddedDepthwiseExpand(nn.Module):
-    """1x1 expansion followed by a (reparameterizable) depthwise 3x3, replicate-padded *before*
-    the expansion, returned as the two channel halves that a gate multiplies.
+    """1x1 expansion followed by a (reparameterizable) depthwise 3x3 without padding, returned as
+    the two channel halves that a gate multiplies.
 
-    A 1x1 conv commutes with replicate padding, so padding the narrow input instead of the wide
-    expanded tensor gives the same result with ``expansion`` times less padding traffic. Each half
-    is computed on its own (the same numbers as one wide conv split afterwards): element-wise ops on
-    a channel half of one channels_last map read it strided, ~1.5x slower on CPU (GELU: 10 vs 6.5 ms
-    at 64 channels, 184x320).
-    ``x: (B, C, H, W)`` -> two ``(B, hidden / 2, H, W)``.
+    The input arrives replicate-padded by one pixel: a 1x1 conv commutes with replicate padding, so
+    padding the narrow input instead of the wide expanded tensor gives the same result with
+    ``expansion`` times less padding traffic, and a row band of the padded map (halo rows included)
+    gives exactly that band of the output. Each half is computed on its own (the same numbers as one
+    wide conv split afterwards): element-wise ops on a channel half of one channels_last map read it
+    strided, ~1.5x slower on CPU (GELU: 10 vs 6.5 ms at 64 channels, 184x320).
+    ``x: (B, C, H + 2, W + 2)`` -> two ``(B, hidden / 2, H, W)``.
     """
 
     def __init__(self, channels: int, hidden: int, deploy: bool = False):
@@ -422,10 +423,50 @@ class PaddedDepthwiseExpand(nn.Module):
         self.dwconv = RepDepthwise3x3(hidden, deploy)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.pad(x, (1, 1, 1, 1), mode="replicate")
         half = self.expand.out_channels // 2
         first, second = slice(0, half), slice(half, 2 * half)
         return self.dwconv(self.expand(x, first), first), self.dwconv(self.expand(x, second), second)
+
+
+# Row banding of expand -> gate -> project (CPU inference). Once one expanded half of a map outgrows
+# the last-level cache, every element-wise pass over it runs at DRAM speed, so these blocks slowed
+# down superlinearly with the image (hersr_m's scale-1 GDFN: 0.78 s at 640x360, 6x its 320x180 time;
+# Xeon with 105 MiB L3, one thread). Bands of ~12 MiB per half stay cache-resident (0.46 s there,
+# same numbers); below ~32 MiB the extra per-band calls cost more than they save.
+BAND_ABOVE_BYTES = 32 * 2**20
+BAND_BYTES = 12 * 2**20
+
+
+def _band_rows(x: torch.Tensor, h: int, w: int, channels: int) -> int | None:
+    """Rows per band (fewer than ``h``) for ``(channels, h, w)`` maps of ``x``'s dtype and device (one
+    sample), or None: banding is for large CPU inference maps, never under autograd or graph capture."""
+    row_bytes = channels * w * x.element_size()
+    if x.device.type != "cpu" or torch.is_grad_enabled() or _capturing_graph() or row_bytes * h <= BAND_ABOVE_BYTES:
+        return None
+    return max(1, BAND_BYTES // row_bytes)
+
+
+def expand_gate_project(
+    x: torch.Tensor, spatial: PaddedDepthwiseExpand, project: Conv1x1, activation: Callable | None = None
+) -> torch.Tensor:
+    """``project(activation(a) * b)`` with ``a, b = spatial(x replicate-padded by 1)``, in row bands of
+    :func:`_band_rows` when the expanded map is large (exact: each band reads its two halo rows
+    from the padded input). ``x: (B, C, H, W)`` -> ``(B, C_out, H, W)``."""
+
+    def gated(padded_rows: torch.Tensor) -> torch.Tensor:
+        a, b = spatial(padded_rows)
+        return project(gate_product(a if activation is None else activation(a), b))
+
+    b, _, h, w = x.shape
+    rows = _band_rows(x, h, w, spatial.expand.out_channels // 2)
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    if rows is None:
+        return gated(padded)
+    out = torch.empty((b, project.out_channels, h, w), dtype=x.dtype, memory_format=torch.channels_last)
+    for n in range(b):  # one sample at a time: a row band of it is one contiguous block
+        for top in range(0, h, rows):
+            out[n : n + 1, :, top : top + rows] = gated(padded[n : n + 1, :, top : top + rows + 2])
+    return out
 
 
 class GatedConv(nn.Module):
@@ -444,8 +485,7 @@ class GatedConv(nn.Module):
         self.project = conv1x1(hidden // 2, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.spatial(x)
-        return self.project(gate_product(a, b))
+        return expand_gate_project(x, self.spatial, self.project)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -513,11 +553,32 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
-        ws, heads = self.window_size, self.num_heads
+        ws = self.window_size
         x = pad_to_multiple(x.permute(0, 3, 1, 2), ws).permute(0, 2, 3, 1)
         hp, wp = x.shape[1:3]
         if self.shift:
             x = torch.roll(x, (-self.shift, -self.shift), (1, 2))
+        # Bands of whole window rows, as in expand_gate_project: the qkv map of a large image
+        # outgrows the cache (hersr_m's scale-1 attention grew 5.4x for 4x the pixels).
+        rows = _band_rows(x, hp, wp, 3 * c)
+        if rows is None:
+            out = self._attend_windows(x, hp, 0)
+        else:
+            rows = max(ws, rows // ws * ws)
+            out = torch.empty_like(x)
+            for n in range(b):
+                for top in range(0, hp, rows):
+                    out[n : n + 1, top : top + rows] = self._attend_windows(x[n : n + 1, top : top + rows], hp, top)
+        if self.shift:
+            out = torch.roll(out, (self.shift, self.shift), (1, 2))
+        return out[:, :h, :w]
+
+    def _attend_windows(self, x: torch.Tensor, map_height: int, top: int) -> torch.Tensor:
+        """Attention within the windows of ``x: (B, H, W, C)``, rows ``top : top + H`` of the padded
+        (and rolled, if shifted) ``map_height``-row map; ``H``, ``W``, ``top`` are window multiples.
+        -> ``(B, H, W, C)``."""
+        b, hb, wp, c = x.shape
+        ws, heads = self.window_size, self.num_heads
         windows = window_partition(x, ws)  # (B*nW, L, C)
         n_win, length = windows.shape[:2]
         qkv = token_linear(windows, self.qkv).view(n_win, length, 3, heads, c // heads)
@@ -529,8 +590,11 @@ class WindowAttention(nn.Module):
         scale = torch.cat((scale, torch.ones_like(scale))).to(qk.dtype)  # (2, heads, 1): q, k
         qk = qk * (scale / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-6))
         q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
-        attn_mask = self._attn_bias(hp, wp, q.dtype)
+        attn_mask = self._attn_bias(map_height, wp, q.dtype)
         if self.shift:  # one mask per window: fold windows into the head axis of a 4-D batch
+            if hb != map_height:  # a band: the masks of its rows of windows
+                per_row = (wp // ws) * heads
+                attn_mask = attn_mask[:, top // ws * per_row : (top + hb) // ws * per_row]
             groups = attn_mask.shape[1]
             d = c // heads
             out = attend(
@@ -542,10 +606,7 @@ class WindowAttention(nn.Module):
         else:
             out = attend(q, k, v, attn_mask)
         out = self.proj(out.transpose(1, 2).reshape(n_win, length, c))
-        x = window_reverse(out, ws, b, hp, wp)
-        if self.shift:
-            x = torch.roll(x, (self.shift, self.shift), (1, 2))
-        return x[:, :h, :w]
+        return window_reverse(out, ws, b, hb, wp)
 
 
 class GDFN(nn.Module):
@@ -562,8 +623,7 @@ class GDFN(nn.Module):
         self.project = conv1x1(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.spatial(x)
-        return self.project(gate_product(F.gelu(a), b))
+        return expand_gate_project(x, self.spatial, self.project, F.gelu)
 
 
 class DySample(nn.Module):
