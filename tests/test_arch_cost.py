@@ -25,11 +25,17 @@ def test_attention_is_counted():
     assert with_attn > without
 
 
-def test_macs_include_the_onednn_inference_convs():
-    """CPU inference runs 1x1 convs as ``aten::mkldnn_convolution``; the count must equal the one of
-    a graph the counter knows natively (with grad enabled the fast path is off)."""
+def test_macs_include_the_onednn_inference_convs_and_not_the_band_halos(monkeypatch):
+    """CPU inference runs 1x1 convs as ``aten::mkldnn_convolution`` and large maps in row bands; the
+    count must equal the one of a graph the counter knows natively (with grad enabled neither the
+    fast path nor the bands run), also when the bands would recompute halo rows."""
+    from hersr_arch.archs import hersr_arch
+
     model = tiny_hersr().eval()
     with torch.enable_grad(), FlopCounterMode(display=False) as reference:
         with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
             model(torch.zeros(1, 3, 32, 32))
+    assert count_macs(model, 32, 32) == reference.get_total_flops() / 2
+    monkeypatch.setattr(hersr_arch, "BAND_ABOVE_BYTES", 0)
+    monkeypatch.setattr(hersr_arch, "BAND_BYTES", 1)
     assert count_macs(model, 32, 32) == reference.get_total_flops() / 2

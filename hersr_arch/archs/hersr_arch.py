@@ -26,9 +26,10 @@ Data flow for ``x: (B, C_in, H, W)`` and scale ``s``::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -435,15 +436,28 @@ class PaddedDepthwiseExpand(nn.Module):
 # same numbers); below ~32 MiB the extra per-band calls cost more than they save.
 BAND_ABOVE_BYTES = 32 * 2**20
 BAND_BYTES = 12 * 2**20
+_row_bands_enabled = True
+
+
+@contextlib.contextmanager
+def whole_maps() -> Iterator[None]:
+    """Within this context CPU inference runs on whole maps, without row bands: for counting the
+    network's MACs (a band recomputes the expansion of its two halo rows)."""
+    global _row_bands_enabled
+    previous, _row_bands_enabled = _row_bands_enabled, False
+    try:
+        yield
+    finally:
+        _row_bands_enabled = previous
 
 
 def _band_rows(x: torch.Tensor, h: int, w: int, channels: int) -> int | None:
     """Rows per band (fewer than ``h``) for ``(channels, h, w)`` maps of ``x``'s dtype and device (one
     sample), or None: banding is for large CPU inference maps, never under autograd or graph capture."""
-    row_bytes = channels * w * x.element_size()
-    if x.device.type != "cpu" or torch.is_grad_enabled() or _capturing_graph() or row_bytes * h <= BAND_ABOVE_BYTES:
+    if not _row_bands_enabled or x.device.type != "cpu" or torch.is_grad_enabled() or _capturing_graph():
         return None
-    return max(1, BAND_BYTES // row_bytes)
+    row_bytes = channels * w * x.element_size()
+    return None if row_bytes * h <= BAND_ABOVE_BYTES else max(1, BAND_BYTES // row_bytes)
 
 
 def expand_gate_project(

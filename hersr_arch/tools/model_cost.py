@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from hersr_arch.archs.hersr_arch import hersr_l, hersr_m, hersr_s
+from hersr_arch.archs.hersr_arch import hersr_l, hersr_m, hersr_s, whole_maps
 
 PRESETS = {"hersr_s": hersr_s, "hersr_m": hersr_m, "hersr_l": hersr_l}
 
@@ -29,12 +29,13 @@ def count_macs(model: nn.Module, height: int, width: int, in_ch: int = 3) -> flo
 
     ``torch.utils.flop_counter`` counts FLOPs (MACs = FLOPs / 2). SDPA's fused CPU kernel is invisible
     to it, so attention is counted under the math backend; HERSR's CPU inference sends 1x1 convs
-    straight to ``aten::mkldnn_convolution``, which the counter is taught here. FFTs are not counted
+    straight to ``aten::mkldnn_convolution``, which the counter is taught here, and counting runs on
+    whole maps (no row bands, whose halo rows would be counted twice). FFTs are not counted
     (O(N log N)).
     """
     model.eval()
     counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.mkldnn_convolution: _onednn_conv_flops})
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+    with torch.no_grad(), whole_maps(), sdpa_kernel(SDPBackend.MATH), counter:
         model(torch.zeros(1, in_ch, height, width))
     return counter.get_total_flops() / 2
 
