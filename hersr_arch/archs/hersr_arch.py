@@ -471,13 +471,15 @@ def expand_gate_project(
         a, b = spatial(padded_rows)
         return project(gate_product(a if activation is None else activation(a), b))
 
-    b, _, h, w = x.shape
+    samples, _, h, w = x.shape
     rows = _band_rows(x, h, w, spatial.expand.out_channels // 2)
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
     if rows is None:
         return gated(padded)
-    out = torch.empty((b, project.out_channels, h, w), dtype=x.dtype, memory_format=torch.channels_last)
-    for n in range(b):  # one sample at a time: a row band of it is one contiguous block
+    out = torch.empty(
+        (samples, project.out_channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last
+    )
+    for n in range(samples):  # one sample at a time: a row band of it is one contiguous block
         for top in range(0, h, rows):
             out[n : n + 1, :, top : top + rows] = gated(padded[n : n + 1, :, top : top + rows + 2])
     return out
