@@ -84,3 +84,17 @@ def test_loading_into_a_model_with_other_structure_names_the_mismatch():
     model = tiny_hersr(upscale=2, moe_routing="token", train_size=48)
     model.load_state_dict(weights)
     assert infer_config(model.state_dict())["train_size"] == 48
+
+
+def test_weights_of_the_earlier_hersr_s_load_and_name_their_depths():
+    """``hersr_s`` lost its finest decoder block on 2026-12-03; weights trained before still load."""
+    earlier = perturb_(hersr_s(upscale=2, dec_depths=(1, 2, 1, 0))).eval()
+    weights = earlier.state_dict()
+    assert infer_config(weights)["dec_depths"] == (1, 2, 1, 0)
+    assert outputs_match(earlier, build_from_state_dict(weights), 3)
+    with pytest.raises(ValueError, match=r"has dec_depths=\(1, 2, 1, 0\), this model dec_depths=\(0, 2, 1, 0\)"):
+        hersr_s(upscale=2).load_state_dict(weights)
+    hersr_s(upscale=2).load_state_dict(weights, strict=False)  # partial loading stays possible
+    rebuilt = hersr_s(upscale=2, dec_depths=(1, 2, 1, 0))
+    rebuilt.load_state_dict(weights)
+    assert outputs_match(earlier, rebuilt, 3)

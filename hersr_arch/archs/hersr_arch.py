@@ -1335,6 +1335,19 @@ class HERSR(nn.Module):
                              + "). Build the model with the checkpoint's values.")
         state_dict[key] = self.hyper.clone()
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; under ``strict``, weights with other block counts per scale are
+        refused with one sentence naming ``depths``/``dec_depths`` (torch alone lists every stray key)."""
+        if strict:
+            for name, stages, path in (("depths", self.encoder, "encoder"), ("dec_depths", self.decoder, "decoder")):
+                ours = tuple(len(stage.blocks) for stage in stages)
+                theirs = tuple(len({k[len(head):].split(".", 1)[0] for k in state_dict if k.startswith(head)})
+                               for head in (f"{path}.{i}.blocks." for i in range(len(stages))))  # fmt: skip
+                if theirs != ours:
+                    raise ValueError(f"HERSR checkpoint has {name}={theirs}, this model {name}={ours}; build the "
+                                     f"model with {name}={theirs} to load it.")  # fmt: skip
+        return super().load_state_dict(state_dict, strict, assign)
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _split_frequencies(self, f0: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -1533,7 +1546,7 @@ def _validate(
 # Preset arguments (the rest are the ``HERSR`` defaults); loaders use them to name checkpoints.
 PRESETS: dict[str, dict] = {
     "hersr_s": dict(
-        dims=(32, 40, 48, 48), depths=(1, 2, 1, 1), dec_depths=(1, 2, 1, 0), num_heads=(2, 2, 2, 2),
+        dims=(32, 40, 48, 48), depths=(1, 2, 1, 1), dec_depths=(0, 2, 1, 0), num_heads=(2, 2, 2, 2),
         plk_kernel=13, ffn_expansion=2.0,
     ),
     "hersr_m": dict(),
