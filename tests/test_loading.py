@@ -95,6 +95,8 @@ def test_weights_of_the_earlier_hersr_s_load_and_name_their_depths():
     with pytest.raises(ValueError, match=r"has dec_depths=\(1, 2, 1, 0\), this model dec_depths=\(0, 2, 1, 0\)"):
         hersr_s(upscale=2).load_state_dict(weights)
     hersr_s(upscale=2).load_state_dict(weights, strict=False)  # partial loading stays possible
+    with pytest.raises(RuntimeError, match="Unexpected key.*module.stem"):  # torch names the stray prefix
+        earlier.load_state_dict({"module." + k: v for k, v in weights.items()})
     rebuilt = hersr_s(upscale=2, dec_depths=(1, 2, 1, 0))
     rebuilt.load_state_dict(weights)
     assert outputs_match(earlier, rebuilt, 3)

@@ -1337,8 +1337,9 @@ class HERSR(nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """``nn.Module.load_state_dict``; under ``strict``, weights with other block counts per scale are
-        refused with one sentence naming ``depths``/``dec_depths`` (torch alone lists every stray key)."""
-        if strict:
+        refused with one sentence naming ``depths``/``dec_depths`` (torch alone lists every stray key).
+        Weights under another prefix (e.g. DDP's ``module.``) are left to torch's message, which shows it."""
+        if strict and "stem.0.weight" in state_dict:
             for name, stages, path in (("depths", self.encoder, "encoder"), ("dec_depths", self.decoder, "decoder")):
                 ours = tuple(len(stage.blocks) for stage in stages)
                 theirs = tuple(len({k[len(head):].split(".", 1)[0] for k in state_dict if k.startswith(head)})
