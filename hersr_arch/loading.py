@@ -16,7 +16,14 @@ from pathlib import Path
 
 import torch
 
-from hersr_arch.archs.hersr_arch import _FREQ_SPLITS, _ROUTINGS, HERSR, HYPER_FIELDS, NoiseInjection
+from hersr_arch.archs.hersr_arch import (
+    _FREQ_SPLITS,
+    _ROUTINGS,
+    HERSR,
+    HYPER_FIELDS,
+    NoiseInjection,
+    blocks_per_scale,
+)
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -121,8 +128,8 @@ def infer_config(sd: StateDict) -> dict:
         raise CheckpointError(f"Cannot tell output channels and scale apart: reconstruct has {recon} channels.")
 
     config = dict(num_in_ch=num_in_ch, num_out_ch=num_out_ch, upscale=upscale, dims=tuple(dims))
-    config["depths"] = tuple(len(_indices(keys, rf"encoder\.{i}\.blocks\.(\d+)\.")) for i in range(n))
-    config["dec_depths"] = tuple(len(_indices(keys, rf"decoder\.{i}\.blocks\.(\d+)\.")) for i in range(n))
+    config["depths"] = blocks_per_scale(keys, "encoder", n)
+    config["dec_depths"] = blocks_per_scale(keys, "decoder", n)
     config["use_local"] = any(".local." in k for k in keys)
     config["use_context"] = any(".context." in k for k in keys)
     if not (config["use_local"] or config["use_context"]):

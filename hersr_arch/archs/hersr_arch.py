@@ -1342,8 +1342,7 @@ class HERSR(nn.Module):
         if strict and "stem.0.weight" in state_dict:
             for name, stages, path in (("depths", self.encoder, "encoder"), ("dec_depths", self.decoder, "decoder")):
                 ours = tuple(len(stage.blocks) for stage in stages)
-                theirs = tuple(len({k[len(head):].split(".", 1)[0] for k in state_dict if k.startswith(head)})
-                               for head in (f"{path}.{i}.blocks." for i in range(len(stages))))  # fmt: skip
+                theirs = blocks_per_scale(state_dict, path, len(stages))
                 if theirs != ours:
                     raise ValueError(f"HERSR checkpoint has {name}={theirs}, this model {name}={ours}; build the "
                                      f"model with {name}={theirs} to load it.")  # fmt: skip
@@ -1477,6 +1476,14 @@ class HERSR(nn.Module):
                 module.reparameterize()
         self.deploy = True
         return self
+
+
+def blocks_per_scale(state_dict, path: str, scales: int) -> tuple[int, ...]:
+    """Dual-path blocks per scale of ``path`` (``'encoder'``/``'decoder'``) in a HERSR state dict."""
+    return tuple(
+        len({k[len(head) :].split(".", 1)[0] for k in state_dict if k.startswith(head)})
+        for head in (f"{path}.{i}.blocks." for i in range(scales))
+    )
 
 
 def _framework_default_upscale() -> int:
