@@ -12,19 +12,25 @@ def interp(x, s):
     return x if s == 1 else F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)
 
 
+# The conv form and F.interpolate round differently: at x3 the kernel weights (phases 1/3, 2/3) are
+# not exact in fp32 and the sums run in another order. Over 300 random inputs the gap reached
+# 2.03e-6 at x3 (4.8e-7 at x2/x4); a wrong phase or kernel is off by more than 1e-2.
+BICUBIC_ATOL = 1e-5
+
+
 @pytest.mark.parametrize("scale", [1, 2, 3, 4])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_untrained_output_is_interpolated_input(scale, mode):
     model = tiny_hersr(upscale=scale)
     model.train(mode == "train")
-    x = torch.rand(2, 3, 19, 13)
+    x = torch.rand(2, 3, 19, 13, generator=torch.Generator().manual_seed(scale))
     with torch.no_grad():
         out = model(x)
     if scale == 1:
         assert torch.equal(out, x)
     else:  # exactly the residual's bicubic phases, shuffled; F.interpolate up to float rounding
         assert torch.equal(out, F.pixel_shuffle(bicubic_phases(x, scale, 3), scale))
-        torch.testing.assert_close(out, interp(x, scale), atol=2e-6, rtol=0)
+        torch.testing.assert_close(out, interp(x, scale), atol=BICUBIC_ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -34,11 +40,11 @@ def test_bicubic_phases_are_pytorch_bicubic(scale, size):
     1-pixel sizes, batch, channels), computes in fp32 under bf16 autocast, and keeps fp16 inputs fp16."""
     x = torch.rand(2, 4, *size, generator=torch.Generator().manual_seed(scale))
     expected = interp(x, scale)
-    torch.testing.assert_close(F.pixel_shuffle(bicubic_phases(x, scale, 4), scale), expected, atol=2e-6, rtol=0)
+    torch.testing.assert_close(F.pixel_shuffle(bicubic_phases(x, scale, 4), scale), expected, atol=BICUBIC_ATOL, rtol=0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under_autocast = bicubic_phases(x, scale, 4)
     assert under_autocast.dtype == torch.float32
-    torch.testing.assert_close(F.pixel_shuffle(under_autocast, scale), expected, atol=2e-6, rtol=0)
+    torch.testing.assert_close(F.pixel_shuffle(under_autocast, scale), expected, atol=BICUBIC_ATOL, rtol=0)
     assert bicubic_phases(x.half(), scale, 4).dtype == torch.float16
 
 
