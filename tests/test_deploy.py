@@ -1,5 +1,7 @@
 """switch_to_deploy(): merged branches give the same outputs, fewer parameters, loadable weights."""
 
+import copy
+
 import pytest
 import torch
 
@@ -214,3 +216,47 @@ def test_cpu_inference_in_row_bands_keeps_the_numbers(monkeypatch):
     model.train()
     model(x[:, :, :16, :16])
     assert calls == {"expand": n_expand, "attend": n_attend}
+
+
+def test_deploy_folds_the_gated_conv_projection_and_loads_weights_deployed_before(monkeypatch):
+    """Deploy folds each local path's last 1x1 (``GatedConv.project``) into its block's fusion 1x1.
+    Deployed weights saved before that fold (``project`` still separate) load into a deployed model,
+    built directly or rebuilt from the weights, folded on the way: same outputs, caller's dict untouched."""
+    from hersr_arch.archs import hersr_arch as arch
+    from hersr_arch.loading import build_from_state_dict, infer_config
+
+    trained = train_steps(tiny_hersr(upscale=2), steps=3).eval()
+    x = torch.rand(1, 3, 14, 11, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = trained(x)
+
+    def scale_fold_only(block):  # what deploy did before: the layer scale alone went into ``fuse``
+        block.fuse.weight *= block.scale.view(-1, 1, 1, 1)
+        block.fuse.bias *= block.scale.view(-1)
+        block.scale = None
+
+    with monkeypatch.context() as patch:
+        patch.setattr(arch.DualPathBlock, "reparameterize", torch.no_grad()(scale_fold_only))
+        earlier = copy.deepcopy(trained).switch_to_deploy().state_dict()
+    assert any(k.endswith("local.gated.project.weight") for k in earlier)
+
+    deployed = copy.deepcopy(trained).switch_to_deploy()
+    assert not any(k.endswith("gated.project.weight") for k in deployed.state_dict())
+    assert all(m.project is None for m in deployed.modules() if isinstance(m, arch.GatedConv))
+    assert all(m.project is not None for m in trained.modules() if isinstance(m, arch.GatedConv))
+
+    keys_before = set(earlier)
+    built = HERSR(**TINY, upscale=2, deploy=True).eval()
+    built.load_state_dict(earlier, strict=True)
+    assert set(earlier) == keys_before
+    assert infer_config(earlier)["deploy"]
+    rebuilt = build_from_state_dict(earlier).eval()
+    with torch.no_grad():
+        for model in (deployed, built, rebuilt):
+            torch.testing.assert_close(model(x), reference, atol=1e-5, rtol=1e-5)
+    for key, value in built.state_dict().items():
+        torch.testing.assert_close(value, deployed.state_dict()[key], atol=1e-6, rtol=1e-5)
+
+    broken = {k: v for k, v in earlier.items() if not k.endswith("local.gated.project.bias")}
+    with pytest.raises(RuntimeError, match="local.gated.project.weight"):  # torch names the stray key
+        HERSR(**TINY, upscale=2, deploy=True).load_state_dict(broken, strict=True)

@@ -461,23 +461,26 @@ def _band_rows(x: torch.Tensor, h: int, w: int, channels: int) -> int | None:
 
 
 def expand_gate_project(
-    x: torch.Tensor, spatial: PaddedDepthwiseExpand, project: Conv1x1, activation: Callable | None = None
+    x: torch.Tensor, spatial: PaddedDepthwiseExpand, project: Conv1x1 | None, activation: Callable | None = None
 ) -> torch.Tensor:
     """``project(activation(a) * b)`` with ``a, b = spatial(x replicate-padded by 1)``, in row bands of
     :func:`_band_rows` when the expanded map is large (exact: each band reads its two halo rows
-    from the padded input). ``x: (B, C, H, W)`` -> ``(B, C_out, H, W)``."""
+    from the padded input); without ``project`` (folded into the caller's next 1x1), the gate product.
+    ``x: (B, C, H, W)`` -> ``(B, C_out, H, W)``, or ``(B, hidden / 2, H, W)`` without ``project``."""
 
     def gated(padded_rows: torch.Tensor) -> torch.Tensor:
         a, b = spatial(padded_rows)
-        return project(gate_product(a if activation is None else activation(a), b))
+        product = gate_product(a if activation is None else activation(a), b)
+        return product if project is None else project(product)
 
     samples, _, h, w = x.shape
     rows = _band_rows(x, h, w, spatial.expand.out_channels // 2)
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
     if rows is None:
         return gated(padded)
+    out_channels = spatial.expand.out_channels // 2 if project is None else project.out_channels
     out = torch.empty(
-        (samples, project.out_channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last
+        (samples, out_channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last
     )
     for n in range(samples):  # one sample at a time: a row band of it is one contiguous block
         for top in range(0, h, rows):
@@ -491,14 +494,18 @@ class GatedConv(nn.Module):
     NAFNet's simplified channel attention (SCA) is left out on purpose: it pools over the whole
     image, so tiles of a large image would disagree (the train-patch vs full-image gap that NAFNet's
     TLC patches up at test time); the preceding GroupNorm already adapts to per-image statistics.
-    ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
+
+    At deploy the final 1x1 is folded into the 1x1 that consumes this output (``DualPathBlock.fuse``,
+    see :func:`fold_pointwise_input`), so a deployed GatedConv returns the gate product: one
+    C -> C pass over the map less per block.
+    ``x: (B, C, H, W)`` -> ``(B, C, H, W)``; deployed, ``(B, hidden / 2, H, W)``.
     """
 
     def __init__(self, channels: int, expansion: int = 2, deploy: bool = False):
         super().__init__()
         hidden = channels * expansion
         self.spatial = PaddedDepthwiseExpand(channels, hidden, deploy)
-        self.project = conv1x1(hidden // 2, channels)
+        self.project = None if deploy else conv1x1(hidden // 2, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return expand_gate_project(x, self.spatial, self.project)
@@ -714,7 +721,7 @@ class Downsample2x(nn.Module):
 class LocalPath(nn.Module):
     """Local path: GroupNorm -> partial large-kernel conv -> NAFNet gated conv.
 
-    ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
+    ``x: (B, C, H, W)`` -> ``(B, C, H, W)`` (deployed, the gate product of :class:`GatedConv`, also C wide).
     """
 
     def __init__(self, channels: int, plk_kernel: int, plk_ratio: float, deploy: bool = False):
@@ -771,12 +778,30 @@ class ContextPath(nn.Module):
             self.norm_ffn.norm = fold_layernorm_(self.norm_ffn.norm, expand.weight, expand.bias)
 
 
+@torch.no_grad()
+def fold_pointwise_input(
+    weight: torch.Tensor, bias: torch.Tensor, first_weight: torch.Tensor, first_bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold a 1x1 conv that feeds the first input channels of the next 1x1 conv into that conv.
+
+    ``W [P x + p; y] + b = [W_x P, W_y] [x; y] + (W_x p + b)``: exact up to rounding (computed in
+    fp64). ``first_weight: (C, C, 1, 1)``, ``first_bias: (C,)``; ``weight: (C_out, C + C_rest, 1, 1)``,
+    ``bias: (C_out,)`` -> the folded ``(weight, bias)``, same shapes.
+    """
+    c = first_weight.shape[0]
+    head = weight[:, :c, 0, 0].double()
+    folded = weight.clone()
+    folded[:, :c, 0, 0] = head @ first_weight[:, :, 0, 0].double()
+    return folded, bias + (head @ first_bias.double()).to(bias.dtype)
+
+
 class DualPathBlock(nn.Module):
     """Local path || context path, fused by ``concat -> 1x1`` and added back with a layer scale.
 
     The layer scale starts at zero, so every block starts as the identity (NAFNet); HAT's 0.01
     conv-branch scale addresses the same early-training balance between the paths. At deploy the
-    scale is folded into the fusion conv.
+    scale, and the local path's last 1x1 (the gated conv's ``project``), are folded into the fusion
+    conv; deployed weights saved before that second fold are folded when loaded.
     ``local_hint`` (the high-frequency band ``H0`` at scale 1) is added to the local path's input.
 
     ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
@@ -802,6 +827,7 @@ class DualPathBlock(nn.Module):
         )
         self.fuse = conv1x1(channels * (int(use_local) + int(use_context)), channels)
         self.scale = None if deploy else nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self._register_load_state_dict_pre_hook(self._fold_saved_project)
 
     def forward(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
         paths = []
@@ -814,12 +840,34 @@ class DualPathBlock(nn.Module):
 
     @torch.no_grad()
     def reparameterize(self) -> None:
-        """Fold the layer scale into the fusion conv."""
-        if self.scale is None:
+        """Fold the layer scale and the gated conv's ``project`` into the fusion conv."""
+        if self.scale is not None:
+            self.fuse.weight *= self.scale.view(-1, 1, 1, 1)
+            self.fuse.bias *= self.scale.view(-1)
+            self.scale = None
+        if self.local is not None and self.local.gated.project is not None:
+            project = self.local.gated.project
+            weight, bias = fold_pointwise_input(self.fuse.weight, self.fuse.bias, project.weight, project.bias)
+            self.fuse.weight.copy_(weight)
+            self.fuse.bias.copy_(bias)
+            self.local.gated.project = None
+
+    def _fold_saved_project(self, state_dict, prefix, *args) -> None:
+        """Deployed weights saved before ``project`` was folded at deploy still carry it: fold it now."""
+        project = prefix + "local.gated.project."
+        if self.local is None or self.local.gated.project is not None or project + "weight" not in state_dict:
             return
-        self.fuse.weight *= self.scale.view(-1, 1, 1, 1)
-        self.fuse.bias *= self.scale.view(-1)
-        self.scale = None
+        fuse, c = prefix + "fuse.", self.fuse.out_channels
+        fits = (
+            project + "bias" in state_dict and state_dict[project + "weight"].shape == (c, c, 1, 1)
+            and fuse + "bias" in state_dict and state_dict.get(fuse + "weight", torch.empty(0)).shape == self.fuse.weight.shape
+        )  # fmt: skip
+        if not fits:
+            return  # weights of another structure: torch names the stray or missing keys
+        state_dict[fuse + "weight"], state_dict[fuse + "bias"] = fold_pointwise_input(
+            state_dict[fuse + "weight"], state_dict[fuse + "bias"],
+            state_dict.pop(project + "weight"), state_dict.pop(project + "bias"),
+        )  # fmt: skip
 
 
 class Scale(nn.Module):
