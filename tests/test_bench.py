@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_bench_and_proxy_produce_a_report(tmp_path):
-    out = tmp_path / "RESULTS.md"
+    out = tmp_path / "reports" / "RESULTS.md"  # a folder that does not exist yet
     args = ["bench", "--models", "hersr_s (train graph)", "hersr_s (deployed)", "EDSR-baseline", "SPAN-48",
             "--sizes", "24x16", "--mac-size", "24x16", "--rounds", "1", "--out", str(out), "--quiet",
             "--proxy", "--proxy-iters", "1", "--proxy-models", "hersr_s (train graph)", "EDSR-baseline",
@@ -49,6 +49,15 @@ def _bench_error(capsys, args: list[str]) -> str:
 
 def test_bench_rejects_a_bad_size(capsys):
     assert "size 'big' is not WIDTHxHEIGHT" in _bench_error(capsys, ["--sizes", "big", "--out", "-"])
+
+
+def test_bench_refuses_an_unwritable_out_before_running(capsys, tmp_path):
+    """The report is written after the run (hours for the proxy): a bad ``--out`` fails first."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    err = _bench_error(capsys, ["--out", str(blocker / "RESULTS.md")])
+    assert f"--out {blocker / 'RESULTS.md'}: cannot create its folder {blocker}" in err
+    assert "Traceback" not in err
 
 
 def test_bench_rejects_unknown_model_names(capsys):

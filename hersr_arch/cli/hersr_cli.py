@@ -6,6 +6,7 @@ the user can fix, which ``main`` prints as one line (``hersr <name>: error: ...`
 """
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,6 +75,14 @@ def run_bench(args: argparse.Namespace) -> int:
         raise CommandError(f"--proxy-eval-every must be >= 0 (0: score at the end only), got {args.proxy_eval_every}")
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
     out = args.out or ("benchmarks/PROXY.md" if args.proxy_only else "benchmarks/RESULTS.md")
+    if out != "-":  # checked now: the report is written after the run, which can take hours
+        folder = Path(out).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CommandError(f"--out {out}: cannot create its folder {folder} ({e.strerror or e})") from None
+        if not os.access(folder, os.W_OK):
+            raise CommandError(f"--out {out}: its folder {folder} is not writable")
 
     markdown, report = "", {}
     if not args.proxy_only:
@@ -208,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--upscale-size", type=int, default=1024, metavar="N",
                        help="side of the image for the `hersr upscale` peak-RSS check (default 1024; 0 skips)")
     bench.add_argument("--out", help="report path, '-' for stdout only (default benchmarks/RESULTS.md, "
-                       "or benchmarks/PROXY.md with --proxy-only)")
+                       "or benchmarks/PROXY.md with --proxy-only); its folder is created before the run")
     bench.add_argument("--proxy", action="store_true", help="also run the equal-budget quality proxy")
     bench.add_argument("--proxy-only", action="store_true", help="run only the quality proxy (no latency bench)")
     bench.add_argument("--proxy-iters", type=int, default=2000, help="training iterations per model")
