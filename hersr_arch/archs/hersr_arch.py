@@ -858,11 +858,11 @@ class DualPathBlock(nn.Module):
         if self.local is None or self.local.gated.project is not None or project + "weight" not in state_dict:
             return
         fuse, c = prefix + "fuse.", self.fuse.out_channels
-        fits = (
-            project + "bias" in state_dict and state_dict[project + "weight"].shape == (c, c, 1, 1)
-            and fuse + "bias" in state_dict and state_dict.get(fuse + "weight", torch.empty(0)).shape == self.fuse.weight.shape
-        )  # fmt: skip
-        if not fits:
+        if (
+            any(key not in state_dict for key in (project + "bias", fuse + "weight", fuse + "bias"))
+            or state_dict[project + "weight"].shape != (c, c, 1, 1)
+            or state_dict[fuse + "weight"].shape != self.fuse.weight.shape
+        ):
             return  # weights of another structure: torch names the stray or missing keys
         state_dict[fuse + "weight"], state_dict[fuse + "bias"] = fold_pointwise_input(
             state_dict[fuse + "weight"], state_dict[fuse + "bias"],
