@@ -1,5 +1,6 @@
 # HERSR: two commands on a fresh machine.
-#   make test  - set up .venv and run ruff + the whole pytest suite
+#   make test  - set up .venv and run ruff + the whole pytest suite, then the numerics tests again
+#                on other CPU kernel sets (test-dispatch)
 #   make demo  - set up .venv, build the embedded dataset, train, test, table, picture
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.hersr-installed
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test test-dispatch lint demo bench clean
 
 setup: $(STAMP)
 
@@ -26,6 +27,20 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory test-dispatch
+
+# Float results depend on which CPU kernels run (AVX-512, AVX2 or plain; oneDNN's ISA likewise),
+# so the float-sensitive tests (marker 'numerics') run again on the lower kernel sets, one thread
+# each, whatever CPU this is. Pairs are ATEN_CPU_CAPABILITY:ONEDNN_MAX_CPU_ISA.
+DISPATCH_LEVELS ?= $(if $(filter x86_64 amd64,$(shell uname -m)),avx2:AVX2 default:SSE41,default:)
+
+test-dispatch: $(STAMP)
+	@for level in $(DISPATCH_LEVELS); do \
+	  aten=$${level%%:*}; isa=$${level#*:}; \
+	  echo "numerics tests on ATen kernels '$$aten', oneDNN ISA '$${isa:-highest}', 1 thread"; \
+	  env ATEN_CPU_CAPABILITY=$$aten $${isa:+ONEDNN_MAX_CPU_ISA=$$isa} OMP_NUM_THREADS=1 \
+	    $(PY) -m pytest -q -m numerics tests || exit 1; \
+	done
 
 demo: $(STAMP)
 	$(VENV)/bin/hersr demo

@@ -1,5 +1,7 @@
 """Shared fixtures: tiny HERSR configurations and weight perturbation for non-trivial networks."""
 
+import os
+
 import pytest
 import torch
 
@@ -15,6 +17,12 @@ TINY = dict(
     plk_kernel=5,
     train_size=16,
 )
+
+
+def pytest_report_header() -> str:
+    """Which CPU kernels this run uses: float results depend on them (see ``make test-dispatch``)."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "highest")
+    return f"CPU kernels: ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN ISA {isa}, {torch.get_num_threads()} threads"
 
 
 def tiny_hersr(**kwargs) -> HERSR:

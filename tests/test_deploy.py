@@ -8,6 +8,8 @@ import torch
 from hersr_arch.archs.hersr_arch import HERSR, Conv1x1, PartialLargeKernelConv, hersr_m, hersr_s
 from tests.conftest import TINY, perturb_, tiny_hersr, train_steps
 
+pytestmark = pytest.mark.numerics
+
 
 def _max_abs_diff_ok(a, b):
     return (a - b).abs().max() <= 1e-5 * max(1.0, a.abs().max().item())

@@ -31,6 +31,7 @@ def run_onnx(path, x: torch.Tensor) -> np.ndarray:
     return session.run(None, {"input": x.numpy()})[0]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_deploy_export_rebuilds_itself_with_identical_outputs(tmp_path, suffix):
     model = perturb_(tiny_hersr(upscale=3, moe_routing="token", train_size=24)).eval()
@@ -50,6 +51,7 @@ def test_deploy_export_rebuilds_itself_with_identical_outputs(tmp_path, suffix):
     assert again["params_after"] == again["params_before"] == result["params_after"]
 
 
+@pytest.mark.numerics
 def test_fft_stand_in_equals_torch_fft():
     expert = FrequencyExpert(8)
     torch.nn.init.normal_(expert.out.weight, std=0.2)
@@ -59,6 +61,7 @@ def test_fft_stand_in_equals_torch_fft():
             assert (ex._frequency_expert_dft(expert, x) - expert(x)).abs().max() <= 1e-5, (h, w)
 
 
+@pytest.mark.numerics
 def test_context_pool_stand_in_equals_both_regimes():
     pool = ContextPool(4).eval()
     for h, w in [(1, 1), (3, 4), (4, 4), (5, 3), (9, 12)]:
@@ -96,7 +99,7 @@ CONFIGS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.numerics) if n == "full" else n for n in CONFIGS])
 def test_onnx_matches_pytorch_at_other_sizes(tmp_path, name):
     torch.manual_seed(0)
     model = CONFIGS[name]().eval()
@@ -116,6 +119,7 @@ def test_onnx_matches_pytorch_at_other_sizes(tmp_path, name):
         assert np.abs(got - expected).max() <= 1e-4, shape
 
 
+@pytest.mark.numerics
 def test_onnx_fp16(tmp_path):
     model = perturb_(tiny_hersr(upscale=2, upsampler="dysample"), std=0.05).eval()
     report = export_onnx(save(model, tmp_path / "w.pth"), tmp_path / "m16.onnx", fp16=True)

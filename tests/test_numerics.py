@@ -66,6 +66,7 @@ def model(request):
     return perturb_(tiny_hersr(upscale=2, **CONFIGS[request.param])).eval()
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_extreme_inputs_give_finite_outputs(model, dtype):
     bad = []
@@ -77,6 +78,7 @@ def test_extreme_inputs_give_finite_outputs(model, dtype):
     assert not bad, f"non-finite or misshapen output under {dtype} for {bad}"
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_attention_logits_are_bounded_by_the_clamp(monkeypatch, dtype):
     """With every logit scale set to 50 (exp(50) ~ 5e21), |q . k| still stays <= 100 (Swin V2's clamp)."""
@@ -104,6 +106,7 @@ def test_attention_logits_are_bounded_by_the_clamp(monkeypatch, dtype):
     assert max(seen) > 50.0  # the scale is applied (near-parallel q and k exist in 24x24 noise)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("routing", ["image", "token"])
 def test_moe_router_runs_in_fp32_under_bf16_autocast(routing):
     model = perturb_(tiny_hersr(upscale=2, moe_routing=routing, moe_top_k=2)).train()

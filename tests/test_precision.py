@@ -24,6 +24,7 @@ def inputs(device: str) -> dict[str, torch.Tensor]:
     return {f"{h}x{w}": torch.rand(2, 3, h, w, generator=gen).to(device) for h, w in ((21, 26), (40, 35))}
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_autocast_matches_fp32(trained, device, dtype):
@@ -39,6 +40,7 @@ def test_autocast_matches_fp32(trained, device, dtype):
     trained.cpu()
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_cast_model_matches_fp32(trained, device, dtype):
@@ -57,6 +59,7 @@ def test_cast_model_matches_fp32(trained, device, dtype):
     trained.cpu()
 
 
+@pytest.mark.numerics
 def test_fp16_training_step_has_finite_gradients():
     """traiNNer-redux assumes fp16 AMP is safe for an arch unless it is listed otherwise."""
     device = DEVICES[-1]
@@ -71,6 +74,7 @@ def test_fp16_training_step_has_finite_gradients():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("deploy", [False, True], ids=["train-graph", "deployed"])
 def test_channels_last_gives_the_same_output(trained, deploy):
     model = tiny_hersr(upscale=2).eval()

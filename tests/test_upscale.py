@@ -54,6 +54,7 @@ def expected_rgb8(model, img_bgr: np.ndarray) -> np.ndarray:
     return np.rint(y * 255).astype(np.uint8)
 
 
+@pytest.mark.numerics
 def test_formats_bit_depths_and_channels(model_file, model, tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     (src / "sub").mkdir(parents=True)
@@ -263,6 +264,7 @@ def test_noise_strength_and_checkpoint_forms(model_file, model, tmp_path):
     assert np.abs(outputs["no_noise"] - quiet).max() <= 1
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("model_in,image", [(3, "rgba"), (1, "rgb"), (1, "gray"), (4, "rgba")])
 def test_channel_adaptation(model_in, image):
     net = tiny_hersr(upscale=2, num_in_ch=model_in, num_out_ch=model_in).eval()
@@ -274,6 +276,7 @@ def test_channel_adaptation(model_in, image):
     assert np.abs(out - np.clip(reference, 0, 1)).mean() < 0.02
 
 
+@pytest.mark.numerics
 def test_tiled_matches_whole_image_without_seams(model, record_property):
     """Tiled inference: no seam (error along tile borders no larger than elsewhere), bounded overall.
 
@@ -376,6 +379,7 @@ def test_free_memory_is_released_after_every_tile(model, monkeypatch):
         assert up._MALLOC_TRIM is not None  # glibc: the trim is real here
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("depth", [8, 16])
 def test_large_outputs_quantize_in_blocks_to_the_same_samples(depth):
     """``from_unit_float`` converts blocks of rows (a bounded float temporary): same samples as one pass."""
