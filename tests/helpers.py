@@ -217,6 +217,7 @@ def write_basicsr_test_log(
     results: dict,
     scale: int | None = None,
     time_str: str | None = None,
+    network: dict | None = None,
 ) -> Path:
     """Write ``results_root/<name>/test_<name>_<time>.log`` through BasicSR's own logging code.
 
@@ -228,6 +229,7 @@ def write_basicsr_test_log(
         results: ``{set_name: {metric: value}}``, e.g. ``{'Set5': {'psnr': 32.1, 'ssim': 0.89}}``.
         scale: recorded as ``scale`` in the option dump when given.
         time_str: ``YYYYmmdd_HHMMSS`` of the file name. Default: now.
+        network: recorded as ``network_g`` in the option dump when given.
     """
     from hersr_arch._compat import apply_torchvision_compat
 
@@ -248,6 +250,8 @@ def write_basicsr_test_log(
         opt = {"name": name, "model_type": "SRModel", "num_gpu": 0, "manual_seed": 0}
         if scale is not None:
             opt["scale"] = scale
+        if network is not None:
+            opt["network_g"] = network
         logger.info(dict2str(opt))
         for set_name, values in results.items():
             logger.info(f"Testing {set_name}...")

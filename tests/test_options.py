@@ -15,6 +15,7 @@ OPTIONS = sorted((Path(__file__).resolve().parents[1] / "options").rglob("*.yml"
 def test_option_files_exist():
     names = {p.name for p in OPTIONS}
     required = {f"train_hersr_x{s}.yml" for s in (2, 3, 4)} | {f"test_hersr_x{s}.yml" for s in (2, 3, 4)}
+    required |= {f"test_bicubic_x{s}.yml" for s in (2, 3, 4)}
     required |= {"train_hersr_s_x4.yml", "train_hersr_gan_x4.yml", "train_hersr_denoise.yml",
                  "train_hersr_jpeg.yml", "train_hersr_deblur.yml", "test_hersr_denoise.yml", "test_hersr_jpeg.yml"}
     assert required <= names, sorted(required - names)
@@ -31,7 +32,9 @@ def test_option_file_parses_and_networks_build(path, monkeypatch, tmp_path):
         build_network(dict(opt["network_d"]))
     for phase, dataset in opt["datasets"].items():
         assert dataset["type"] in {"PairedImageDataset", "HERSRDegradationDataset"}, phase
-    if path.name.startswith("test") and "bicubic" not in path.name:  # untrained HERSR = bicubic baseline
+    if "bicubic" in path.name:  # the literature's row: MATLAB bicubic, no weights
+        assert opt["network_g"]["type"] == "MATLABBicubic" and not opt["path"].get("pretrain_network_g")
+    elif path.name.startswith("test"):
         assert opt["path"]["pretrain_network_g"], "test files name the weights they test"
     metrics = opt["val"]["metrics"]
     assert metrics["psnr"]["crop_border"] == (opt["scale"] if opt["scale"] > 1 else 0)

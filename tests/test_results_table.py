@@ -172,3 +172,77 @@ def test_names_and_order():
     ]
     assert format_cell({"psnr_y": float("inf"), "ssim_y": 1.0}) == "inf/1.0000"
     assert format_cell(None) == "-"
+
+
+# ---------------------------------------------------------------------------------------------
+# published rows (--reference)
+# ---------------------------------------------------------------------------------------------
+
+PUBLISHED = """model,scale,params_k,multiadds_g,Set5_psnr,Set5_ssim,Set14_psnr,Set14_ssim,source
+SwinIR-light,4,897,49.6,32.44,0.8976,28.77,0.7858,"Liang et al., SwinIR, ICCVW 2021, Table 3"
+Bicubic,4,,,28.42,0.8104,26.00,0.7027,"Liang et al., SwinIR, ICCVW 2021, Table 3"
+SAFMN,4,240,14,32.18,0.8948,,,"Sun et al., SAFMN, ICCV 2023, Table 2"
+SwinIR-light,2,878,195.6,38.14,0.9611,33.86,0.9206,"Liang et al., SwinIR, ICCVW 2021, Table 3"
+"""
+TINY_NET = {"type": "HERSR", "upscale": 4, "dims": [8, 12, 16, 16], "depths": [1, 1, 1, 1],
+            "dec_depths": [1, 1, 1, 1], "num_heads": [2, 2, 2, 2], "window_size": 4, "plk_kernel": 5}
+
+
+def test_published_rows_join_the_table_in_paper_order(tmp_path, capsys):
+    from hersr_arch.archs.hersr_arch import HERSR
+    from hersr_arch.tools.model_cost import count_macs, count_params
+
+    root = tmp_path / "results"
+    write_basicsr_test_log(root, "test_HERSR_T_x4", {"Set5": {"psnr": 30.5, "ssim": 0.88}}, scale=4,
+                           network=TINY_NET)
+    write_basicsr_test_log(root, "Bicubic_x4", {"Set5": {"psnr": 28.4302, "ssim": 0.8111}}, scale=4,
+                           network={"type": "MATLABBicubic", "upscale": 4})
+    (tmp_path / "published_x4.csv").write_text(PUBLISHED)
+    assert hersr_cli.main(["table", str(root), "--reference", str(tmp_path / "published_x4.csv")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| Model | Scale | Params | Multi-Adds | Set5 | Set14 |"
+    rows = [line.split(" | ")[0].lstrip("| ") for line in out[2:6]]
+    # bicubic (published, then measured), published peers in file order, then the logs' rows
+    assert rows == ["Bicubic [1]", "Bicubic", "SwinIR-light [1]", "SAFMN [2]"] and out[6].startswith("| HERSR_T |")
+    assert "| SwinIR-light [1] | ×4 | 897K | 49.6G | 32.44/0.8976 | 28.77/0.7858 |" in out
+    assert "| SAFMN [2] | ×4 | 240K | 14G | 32.18/0.8948 | - |" in out
+    assert "| Bicubic | ×4 | - | - | 28.43/0.8111 | - |" in out  # no parameters: no cost
+    assert not any("×2" in line for line in out)  # only the scales of the logs
+    assert out[-2:] == ["[1] Liang et al., SwinIR, ICCVW 2021, Table 3", "[2] Sun et al., SAFMN, ICCV 2023, Table 2"]
+    # HERSR's own cost: deployed parameters, Multi-Adds for a 1280x720 output
+    net = HERSR(**{k: v for k, v in TINY_NET.items() if k != "type"}).switch_to_deploy()
+    params, macs = round(count_params(net) / 1e3), round(count_macs(net, 180, 320) / 1e9, 1)
+    assert f"| HERSR_T | ×4 | {params}K | {macs:g}G | 30.50/0.8800 | - |" in out
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("model,scale,set5_psnr,sauce\nA,4,30,x\n", "row 1: unknown column 'sauce'; allowed: model, scale"),
+    ("model,scale,Set5_psnr\nA,4,30\n", "row 1: the column 'source' is missing"),
+    ("model,scale,Set5_psnr,source\nA,4,30,src\nB,4,thirty,src\n", "row 3: Set5_psnr is not a number: 'thirty'"),
+    ("model,scale,Set5_psnr,source\nA,4,nan,src\n", "row 2: Set5_psnr is not a number: 'nan'"),
+    ("model,scale,Set5_psnr,source\nA,4,30,\n", "row 2: every row needs a model and its source"),
+    ("model,scale,Set5_psnr,source\nA,x4,30,src\n", "row 2: scale is not a number: 'x4'"),
+    ("model,scale,Set5_psnr,source\nA,2.5,30,src\n", "row 2: scale must be an integer from 1 to 8, got '2.5'"),
+    ("model,scale,Set5_psnr,source\nA,4,30\n", "row 2: 3 fields, the header has 4"),
+    ("model,scale,Set5_psnr,source\nA,2,30,src\n", "ref.csv has no row at the scale(s) of the logs (x4)"),
+])  # fmt: skip
+def test_bad_reference_is_one_line_naming_file_and_row(results, tmp_path, capsys, text, message):
+    reference = tmp_path / "ref.csv"
+    reference.write_text(text)
+    assert hersr_cli.main(["table", str(results / "test_HERSR_M_x4"), "--reference", str(reference)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the fixture's "no results" warning
+    assert message in err, err
+    if "row" in message:
+        assert str(reference) in err
+
+
+def test_shipped_published_tables_read_and_cite_every_row():
+    """benchmarks/published_x{2,3,4}.csv: every row has a source, the bicubic row comes first."""
+    from pathlib import Path
+
+    from hersr_arch.tools.results_table import read_reference
+
+    for s in (2, 3, 4):
+        rows = read_reference(Path(__file__).resolve().parents[1] / "benchmarks" / f"published_x{s}.csv")
+        assert rows[0].model == "Bicubic" and all(row.scale == s and row.source for row in rows)
+        assert all(set(row.metrics) == {"Set5", "Set14", "B100", "Urban100", "Manga109"} for row in rows[:1])

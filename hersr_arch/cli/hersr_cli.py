@@ -18,17 +18,37 @@ class CommandError(Exception):
 
 def run_table(args: argparse.Namespace) -> int:
     """Paper-style PSNR/SSIM table from ``basicsr test`` logs: Markdown on stdout, files on request."""
-    from hersr_arch.tools.results_table import ResultsTableError, collect_runs, write_tables
+    from hersr_arch.tools.results_table import ResultsTableError, collect_runs, read_reference, write_tables
 
     md_path = args.md or (f"{args.output}.md" if args.output else None)
     csv_path = args.csv or (f"{args.output}.csv" if args.output else None)
     try:
         runs = collect_runs(args.inputs)
-        markdown = write_tables(runs, md_path=md_path, csv_path=csv_path)
+        reference = read_reference(args.reference) if args.reference else ()
+        costs = _run_costs(runs) if reference else None
+        markdown = write_tables(runs, md_path=md_path, csv_path=csv_path, reference=reference, costs=costs,
+                                reference_name=str(args.reference))
     except (ResultsTableError, OSError) as e:
         raise CommandError(str(e)) from None
     sys.stdout.write(markdown)
     return 0
+
+
+def _run_costs(runs) -> dict[str, tuple[float | None, float | None]]:
+    """Params and Multi-Adds of each run's network (from its log's ``network_g``), for the table's
+    cost columns; a network that cannot be rebuilt here gets ``-`` and a warning."""
+    from hersr_arch.tools.model_cost import network_cost
+
+    costs = {}
+    for run in runs:
+        if not run.network or run.scale is None:
+            continue
+        try:
+            costs[run.experiment] = network_cost(run.network, run.scale)
+        except Exception as err:  # an arch from another package, options of another version
+            print(f"warning: {run.experiment}: params/Multi-Adds not counted ({type(err).__name__}: {err})",
+                  file=sys.stderr)
+    return costs
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -197,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("-o", "--output", metavar="PREFIX", help="write PREFIX.md and PREFIX.csv")
     table.add_argument("--md", metavar="OUT.md", help="write the Markdown table here")
     table.add_argument("--csv", metavar="OUT.csv", help="write the CSV table here")
+    table.add_argument(
+        "--reference", metavar="PUBLISHED.csv",
+        help="add published rows (e.g. benchmarks/published_x4.csv: PSNR/SSIM, params, Multi-Adds and "
+        "a source per row) beside the logs' rows, with Params/Multi-Adds columns",
+    )  # fmt: skip
     table.set_defaults(func=run_table)
 
     bench = subparsers.add_parser(

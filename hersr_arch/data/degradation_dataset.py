@@ -28,11 +28,14 @@ from basicsr.data.transforms import augment, mod_crop  # noqa: E402
 from basicsr.utils import FileClient, imfrombytes, img2tensor  # noqa: E402
 from basicsr.utils.registry import DATASET_REGISTRY  # noqa: E402
 
+from hersr_arch.data.matlab_resize import imresize  # noqa: E402
 from hersr_arch.data.prepare import IMG_EXTENSIONS  # noqa: E402
 
 DEGRADATIONS = ("blur", "downscale", "noise", "jpeg")
 KERNEL_TYPES = ("iso", "aniso")
-DOWNSCALE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+# 'bicubic' is MATLAB's antialiased bicubic (float path of matlab_resize.imresize), the kernel of
+# the literature's bicubic LR; OpenCV's INTER_CUBIC does not antialias when shrinking.
+DOWNSCALE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,8 +184,9 @@ class HERSRDegradationDataset(data.Dataset):
                 anisotropic kernels draw both axis sigmas from it and a random angle.
             kernel_list (list[str]): [[iso, aniso]] kernel types, from ``iso``, ``aniso``.
             kernel_prob (list[float]): [[0.5, 0.5]] probability of each type in ``kernel_list``.
-            downscale_modes (list[str]): [[area, bilinear, bicubic]] interpolations drawn uniformly;
-                the LQ size is exactly GT size / ``scale``. A no-op at scale 1.
+            downscale_modes (list[str]): [[area, bilinear, bicubic]] interpolations drawn uniformly
+                (``bicubic``: MATLAB's antialiased bicubic, as the benchmark LR images); the LQ
+                size is exactly GT size / ``scale``. A no-op at scale 1.
             noise_prob (float): [1.0] probability of applying the noise step.
             gaussian_noise_prob (float): [0.5] probability that the noise is Gaussian rather than
                 Poisson.
@@ -335,7 +339,9 @@ class HERSRDegradationDataset(data.Dataset):
             elif name == "downscale" and self.scale > 1:
                 mode = DOWNSCALE_MODES[self.downscale_modes[int(rng.integers(len(self.downscale_modes)))]]
                 h, w = img.shape[:2]
-                out = np.clip(cv2.resize(out, (w // self.scale, h // self.scale), interpolation=mode), 0, 1)
+                small = (imresize(out, 1 / self.scale) if mode is None
+                         else cv2.resize(out, (w // self.scale, h // self.scale), interpolation=mode))
+                out = np.clip(small, 0, 1)
             elif name == "noise" and rng.random() < self.noise_prob:
                 gray = rng.random() < self.gray_noise_prob
                 if rng.random() < self.gaussian_noise_prob:

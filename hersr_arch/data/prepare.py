@@ -11,9 +11,10 @@ never modified or deleted. The folder layouts are those BasicSR's option files e
 - The embedded default dataset, built from the natural photographs that scikit-image ships
   inside its package (``build_embedded_dataset``), so a demo trains and tests with no download.
 
-LR images are made with BasicSR's ``imresize`` (a port of MATLAB's ``imresize``: bicubic with
-antialiasing), computed on float images in [0, 1] and rounded to the input's integer type, which
-is how the published DIV2K and benchmark LR images were made.
+LR images are made by :func:`hersr_arch.data.matlab_resize.imresize`, MATLAB's
+``imresize(img, 1/s, 'bicubic')`` on the 8- or 16-bit image itself (one dimension at a time,
+rounded to the integer type in between): bit-identical to the published DIV2K and benchmark LR
+images, which MATLAB made that way.
 
 The command-line scripts in ``datasets/`` are thin wrappers over these functions.
 """
@@ -39,12 +40,12 @@ import numpy as np
 from tqdm import tqdm
 
 from hersr_arch._compat import apply_torchvision_compat
+from hersr_arch.data.matlab_resize import imresize
 
 apply_torchvision_compat()
 
 from basicsr.data.transforms import mod_crop  # noqa: E402
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs  # noqa: E402
-from basicsr.utils.matlab_functions import imresize  # noqa: E402
 
 __all__ = [
     "IMG_EXTENSIONS",
@@ -191,10 +192,9 @@ def _progress(items: Iterable, total: int, desc: str, show: bool):
 
 
 def bicubic_downscale(img: np.ndarray, scale: int) -> np.ndarray:
-    """Downscale an 8- or 16-bit image by ``scale`` with MATLAB-style bicubic (antialiased).
-
-    The image is converted to float in [0, 1], resized by BasicSR's ``imresize(img, 1 / scale)``
-    and rounded back to its own integer type. The output size is ``ceil(H / scale)`` by
+    """Downscale an 8- or 16-bit image by ``scale`` exactly as MATLAB's ``imresize(img, 1/scale,
+    'bicubic')`` does (antialiased; integer rounding between the two passes, see
+    :mod:`hersr_arch.data.matlab_resize`). The output size is ``ceil(H / scale)`` by
     ``ceil(W / scale)``, as in MATLAB; mod-crop first to get exactly ``H / scale``.
 
     Args:
@@ -202,9 +202,8 @@ def bicubic_downscale(img: np.ndarray, scale: int) -> np.ndarray:
         scale: integer factor from 1 to 8.
     """
     scale = _check_scale(scale)
-    max_value = _max_value(img)
-    out = imresize(img.astype(np.float32) / max_value, 1 / scale)
-    return np.clip(np.round(out * max_value), 0, max_value).astype(img.dtype)
+    _max_value(img)  # 8 or 16 bits, else a clear error
+    return imresize(img, 1 / scale)
 
 
 def _resolve_mod(mod_crop, scale: int) -> int:
@@ -510,7 +509,8 @@ EMBEDDED_TEST_IMAGES: tuple[tuple[str, str], ...] = (
     ("immunohistochemistry", "ihc.png"),
     ("camera", "camera.png"),
 )
-_EMBEDDED_FORMAT = 1
+# 2: LR made by MATLAB's integer imresize rule (1: a one-pass float resize); a format-1 build is rebuilt.
+_EMBEDDED_FORMAT = 2
 
 
 @dataclass(frozen=True)

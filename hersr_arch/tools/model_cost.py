@@ -40,6 +40,30 @@ def count_macs(model: nn.Module, height: int, width: int, in_ch: int = 3) -> flo
     return counter.get_total_flops() / 2
 
 
+def network_cost(network: dict[str, str], scale: int) -> tuple[float | None, float | None]:
+    """``(params in thousands, Multi-Adds in G)``, rounded as papers print them, of a ``network_g`` as a BasicSR log dumps it
+    (``{option: value as text}``), as papers count them: parameters after deploy (reparameterized
+    branches merged) and Multi-Adds of one forward to a 1280x720 output. ``(None, None)`` for a network
+    without parameters (a bicubic baseline).
+    """
+    import yaml
+
+    from hersr_arch.option_checks import build_network
+
+    def value(text: str):
+        return None if text == "None" else yaml.safe_load(text)
+
+    model = build_network({key: value(text) for key, text in network.items()})
+    if hasattr(model, "switch_to_deploy"):
+        model.switch_to_deploy()
+    params = count_params(model)
+    if params == 0:
+        return None, None
+    in_ch = getattr(model, "num_in_ch", 3)
+    macs = count_macs(model, round(720 / scale), round(1280 / scale), in_ch)
+    return round(params / 1e3), round(macs / 1e9, 1)
+
+
 def preset_table(scale: int = 4, height: int = 180, width: int = 320) -> str:
     """Markdown table: params (train graph / deployed) and deployed GMACs for each preset."""
     rows = [

@@ -107,17 +107,10 @@ def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], root: Path, scale:
 
 
 def bicubic_floor(root: Path, scale: int) -> tuple[float, float]:
-    """MATLAB-style bicubic up-sampling (BasicSR's ``imresize``): the usual 'Bicubic' row of SR tables."""
-    from hersr_arch._compat import apply_torchvision_compat
+    """MATLAB's bicubic up-sampling of the 8-bit LR images: the literature's 'Bicubic' row."""
+    from hersr_arch.archs.bicubic_arch import MATLABBicubic
 
-    apply_torchvision_compat()
-    from basicsr.utils.matlab_functions import imresize
-
-    def forward(lq: torch.Tensor) -> torch.Tensor:
-        img = lq[0].numpy().transpose(1, 2, 0)
-        return _to_tensor(imresize(img, scale).astype(np.float32))[None]
-
-    return evaluate(forward, root, scale)
+    return evaluate(MATLABBicubic(scale), root, scale)
 
 
 def train_and_score(

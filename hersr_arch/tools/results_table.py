@@ -18,6 +18,11 @@ a group a ``bicubic`` baseline comes first, then the rest in input order. Column
 B100 (also BSD100/BSDS100), Urban100 and Manga109 when present, then the other sets in the order
 they are first met. A cell is ``PSNR/SSIM`` (2 and 4 decimals); the metric named ``psnr`` (``ssim``)
 is used, or else the first whose name contains it (``psnr_y``), and ``-`` marks what is missing.
+
+Published rows (``--reference benchmarks/published_x4.csv``) join the table: per scale, the
+bicubic rows first, then the published rows in the file's order, then the logs' rows, with
+Params and Multi-Adds columns and a numbered source under the table. The CSV's columns are
+``model, scale, params_k, multiadds_g, <Set>_psnr, <Set>_ssim, ..., source`` (empty = not published).
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ _METRIC_RE = re.compile(r"^\t # (?P<metric>.+?): (?P<value>\S+?)(?:\tBest: .*)?\
 _OPTION_RE = re.compile(r"^  (?P<key>name|scale): (?P<value>.*?)\s*$")
 _LOG_NAME_RE = re.compile(r"^(?:test|train)_(?P<name>.+)_(?P<time>\d{8}_\d{6})\.log$")
 _SCALE_TAG_RE = re.compile(r"(?:^|[_\-])(?:SR)?[xX×](?P<scale>\d+)(?=$|[_\-.])")
+_NETWORK_START_RE = re.compile(r"^  network_g:\[\s*$")
+_NETWORK_ITEM_RE = re.compile(r"^    (?P<key>\w+): (?P<value>.*?)\s*$")
+_REFERENCE_FIXED = ("model", "scale", "params_k", "multiadds_g", "source")
+_REFERENCE_METRIC_RE = re.compile(r"^(?P<dataset>.+)_(?P<metric>psnr|ssim)$")
 
 
 class ResultsTableError(Exception):
@@ -57,6 +66,7 @@ class LogResults:
         log_path: the log file.
         time_key: (time stamp of the file name, modification time), to pick the latest log.
         metrics: ``{dataset: {metric: value}}`` in log order.
+        network: the ``network_g`` options of the dump (values as text), or None.
     """
 
     experiment: str
@@ -65,6 +75,19 @@ class LogResults:
     log_path: Path
     time_key: tuple[str, float]
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    network: dict[str, str] | None = None
+
+
+@dataclass
+class ReferenceRow:
+    """A published row: PSNR/SSIM per set, params (thousands) and Multi-Adds (G), and its source."""
+
+    model: str
+    scale: int
+    params_k: float | None
+    multiadds_g: float | None
+    metrics: dict[str, dict[str, float]]
+    source: str
 
 
 def parse_log(path: str | os.PathLike) -> LogResults:
@@ -77,8 +100,19 @@ def parse_log(path: str | os.PathLike) -> LogResults:
 
     options: dict[str, str] = {}
     metrics: dict[str, dict[str, float]] = {}
+    network: dict[str, str] | None = None
+    in_network = False
     current: dict[str, float] | None = None
     for line in lines:
+        if in_network:
+            item = _NETWORK_ITEM_RE.match(line)
+            if item:
+                network[item["key"]] = item["value"]
+                continue
+            in_network = False
+        if network is None and _NETWORK_START_RE.match(line):
+            network, in_network = {}, True
+            continue
         if current is not None:
             match = _METRIC_RE.match(line)
             if match:
@@ -98,7 +132,7 @@ def parse_log(path: str | os.PathLike) -> LogResults:
     scale = _parse_scale(options.get("scale"), experiment)
     time_key = (name_match["time"] if name_match else "", path.stat().st_mtime)
     metrics = {dataset: values for dataset, values in metrics.items() if values}
-    return LogResults(experiment, model_name(experiment, scale), scale, path, time_key, metrics)
+    return LogResults(experiment, model_name(experiment, scale), scale, path, time_key, metrics, network)
 
 
 def _parse_scale(value: str | None, experiment: str) -> int | None:
@@ -241,11 +275,138 @@ def write_tables(
     runs: Sequence[LogResults],
     md_path: str | os.PathLike | None = None,
     csv_path: str | os.PathLike | None = None,
+    reference: Sequence[ReferenceRow] = (),
+    costs: dict[str, tuple[float | None, float | None]] | None = None,
+    reference_name: str = "the reference",
 ) -> str:
-    """Write the Markdown and/or CSV files (folders created) and return the Markdown text."""
-    markdown = to_markdown(runs)
+    """Write the Markdown and/or CSV files (folders created) and return the Markdown text.
+
+    With ``reference`` the Markdown holds the published rows too (``to_markdown_with_reference``);
+    the CSV always holds the logs' rows only.
+    """
+    markdown = to_markdown_with_reference(runs, reference, costs, reference_name) if reference else to_markdown(runs)
     for path, text in ((md_path, markdown), (csv_path, to_csv(runs) if csv_path else "")):
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text, encoding="utf-8")
     return markdown
+
+
+def read_reference(path: str | os.PathLike) -> list[ReferenceRow]:
+    """Published rows from a CSV (see the module docstring); a wrong column, a missing source or a
+    value that is not a number is refused in one sentence naming the file and row."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ResultsTableError(f"cannot read reference {path}: {e.strerror or e}") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
+        raise ResultsTableError(f"{path}: empty reference file; its first row names the columns")
+    header = [h.strip() for h in header]
+    allowed = "model, scale, params_k, multiadds_g, source and <set>_psnr / <set>_ssim"
+    for name in header:
+        if name not in _REFERENCE_FIXED and not _REFERENCE_METRIC_RE.match(name):
+            raise ResultsTableError(f"{path}: row 1: unknown column {name!r}; allowed: {allowed}")
+    for name in ("model", "scale", "source"):
+        if name not in header:
+            raise ResultsTableError(f"{path}: row 1: the column {name!r} is missing; allowed: {allowed}")
+    if len(set(header)) != len(header):
+        raise ResultsTableError(f"{path}: row 1: a column is named twice: {header}")
+
+    rows = []
+    for number, cells in enumerate(reader, start=2):
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(header):
+            raise ResultsTableError(f"{path}: row {number}: {len(cells)} fields, the header has {len(header)}")
+        record = dict(zip(header, (c.strip() for c in cells)))
+
+        def number_in(column: str, record=record, number=number) -> float | None:
+            value = record.get(column, "")
+            if value == "":
+                return None
+            try:
+                parsed = float(value)
+            except ValueError:
+                parsed = math.nan
+            if not math.isfinite(parsed):
+                raise ResultsTableError(f"{path}: row {number}: {column} is not a number: {value!r}") from None
+            return parsed
+
+        scale = number_in("scale")
+        if scale is None or scale != int(scale) or not 1 <= scale <= 8:
+            raise ResultsTableError(f"{path}: row {number}: scale must be an integer from 1 to 8, "
+                                    f"got {record['scale']!r}")
+        if not record["model"] or not record["source"]:
+            raise ResultsTableError(f"{path}: row {number}: every row needs a model and its source")
+        metrics: dict[str, dict[str, float]] = {}
+        for column in header:
+            match = _REFERENCE_METRIC_RE.match(column)
+            value = number_in(column) if match else None
+            if value is not None:
+                metrics.setdefault(match["dataset"], {})[match["metric"]] = value
+        rows.append(ReferenceRow(record["model"], int(scale), number_in("params_k"), number_in("multiadds_g"),
+                                 metrics, record["source"]))
+    if not rows:
+        raise ResultsTableError(f"{path}: no rows under the header")
+    return rows
+
+
+def _is_bicubic(model: str) -> bool:
+    return model.lower() == "bicubic"
+
+
+def _format_cost(value: float | None, unit: str) -> str:
+    """As given (published rows keep their printed digits): ``897`` -> ``897K``, ``49.69`` -> ``49.69G``."""
+    return "-" if value is None else f"{value:g}{unit}"
+
+
+def to_markdown_with_reference(
+    runs: Sequence[LogResults],
+    reference: Sequence[ReferenceRow],
+    costs: dict[str, tuple[float | None, float | None]] | None = None,
+    reference_name: str = "the reference",
+) -> str:
+    """The table with published rows: Model | Scale | Params | Multi-Adds | one column per set.
+
+    Per scale of ``runs``: bicubic rows (published, then measured), the published rows in file
+    order, then the other runs. ``costs``: ``{experiment: (params_k, multiadds_g)}`` of the runs.
+    Published rows carry ``[n]``, and the sources are listed under the table.
+    """
+    costs = costs or {}
+    scales = list(dict.fromkeys(run.scale for run in runs))
+    published = [row for row in reference if row.scale in scales]
+    if not published:
+        raise ResultsTableError(
+            f"{reference_name} has no row at the scale(s) of the logs ({', '.join(f'x{s}' for s in scales if s)})"
+        )
+    sources = list(dict.fromkeys(row.source for row in published))
+    datasets = order_datasets([d for run in runs for d in run.metrics] + [d for row in published for d in row.metrics])
+    header = ["Model", "Scale", "Params", "Multi-Adds", *datasets]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([" --- "] * 2 + [" ---: "] * 2 + [" :---: "] * len(datasets)) + "|",
+    ]
+
+    def line(label, scale, params, macs, metrics):
+        cells = [label, f"×{scale}" if scale is not None else "-", _format_cost(params, "K"),
+                 _format_cost(macs, "G"), *(format_cell(metrics.get(d)) for d in datasets)]
+        return "| " + " | ".join(cells) + " |"
+
+    for scale in scales:
+        pub = [row for row in published if row.scale == scale]
+        mine = [run for run in runs if run.scale == scale]
+        for bicubic in (True, False):
+            for row in pub:
+                if _is_bicubic(row.model) == bicubic:
+                    label = f"{row.model} [{sources.index(row.source) + 1}]"
+                    lines.append(line(label, scale, row.params_k, row.multiadds_g, row.metrics))
+            for run in mine:
+                if _is_bicubic(run.model) == bicubic:
+                    lines.append(line(run.model, scale, *costs.get(run.experiment, (None, None)), run.metrics))
+    notes = ["", "Measured rows: params of the deployed network, Multi-Adds of one forward to a 1280×720 "
+             "output. Published rows [n]: as printed by their source:"]
+    notes += [f"[{i}] {source}" for i, source in enumerate(sources, start=1)]
+    return "\n".join(lines + notes) + "\n"
