@@ -17,6 +17,7 @@ def test_bench_and_proxy_produce_a_report(tmp_path):
     out = tmp_path / "reports" / "RESULTS.md"  # a folder that does not exist yet
     args = ["bench", "--models", "hersr_s (train graph)", "hersr_s (deployed)", "EDSR-baseline", "SPAN-48",
             "--sizes", "24x16", "--mac-size", "24x16", "--rounds", "1", "--out", str(out), "--quiet",
+            "--launch-sizes", "24x16", "40x32", "--train-step-size", "16x16",
             "--proxy", "--proxy-iters", "1", "--proxy-models", "hersr_s (train graph)", "EDSR-baseline",
             "--proxy-data", str(tmp_path / "embedded"), "--upscale-size", "40"]
     result = run_cli(args, cwd=tmp_path, module="hersr_arch.cli.hersr_cli", timeout=600)
@@ -27,7 +28,11 @@ def test_bench_and_proxy_produce_a_report(tmp_path):
         assert needle in text, needle
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["models"]["SPAN-48"]["params"] < 0.6e6  # fused inference graph, not training branches
-    assert {"ms_24x16", "gmacs", "params", "gflops_per_s", "peak_mib"} <= set(report["models"]["EDSR-baseline"])
+    assert {"ms_24x16", "gmacs", "params", "gflops_per_s", "peak_mib", "launches_24x16", "launches_40x32"} <= set(
+        report["models"]["EDSR-baseline"])
+    assert report["models"]["SPAN-48"]["launches_24x16"] == report["models"]["SPAN-48"]["launches_40x32"] > 0
+    assert set(report["train_step_launches"]) == {"hersr_s (train graph)", "SPAN-48"}
+    assert "Kernel-launching ops of one training step" in text
     met = {text: ok for text, _, _, ok in check_targets(report)}
     assert met["hersr_s params after deploy <= 0.6M"] is True
     assert met["hersr_m latency <= 0.5x RealPLKSR"] is None  # not measured in this run

@@ -79,6 +79,7 @@ def run_bench(args: argparse.Namespace) -> int:
         rounds=args.rounds, threads=args.threads, sizes=tuple(size(s) for s in args.sizes),
         mac_size=size(args.mac_size), models=tuple(args.models) if args.models else None,
         memory=not args.no_memory, include_spandrel=not args.no_spandrel, upscale_size=args.upscale_size,
+        launch_sizes=tuple(size(s) for s in args.launch_sizes), train_step_size=size(args.train_step_size),
     )  # fmt: skip
     if config.rounds < 1:
         raise CommandError(f"--rounds must be >= 1, got {config.rounds}")
@@ -236,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     bench.add_argument("--sizes", nargs="+", default=["128x128", "320x180"], help="latency input sizes WxH")
     bench.add_argument("--mac-size", default="320x180", help="input size WxH for MACs and ratios")
+    bench.add_argument("--launch-sizes", nargs="+", default=["96x96", "320x180"],
+                       help="input sizes WxH of the kernel-launch count of one forward (default 96x96 320x180)")
+    bench.add_argument("--train-step-size", default="64x64",
+                       help="LR patch WxH of the one-training-step launch count, batch 16 (default 64x64)")
     bench.add_argument("--models", nargs="+", metavar="NAME", help="only these models (names as in the table)")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     bench.add_argument("--no-spandrel", action="store_true", help="skip the spandrel peers")

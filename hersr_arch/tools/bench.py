@@ -30,10 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from hersr_arch.archs.hersr_arch import hersr_m, hersr_s
+from hersr_arch.tools.launch_count import forward_launches, training_step_launches
 from hersr_arch.tools.model_cost import count_macs, count_params
 
 MAC_SIZE = (180, 320)  # (H, W) input for the MAC count: 1280x720 output at x4
 LATENCY_SIZES = ((128, 128), (180, 320))
+LAUNCH_SIZES = ((96, 96), (180, 320))  # the launch count must not depend on the size
+TRAIN_STEP_MODELS = ("hersr_s (train graph)", "SPAN-48")  # one training step's launches (batch 16, 64x64 LR)
 
 
 @dataclass
@@ -335,6 +338,8 @@ class BenchConfig:
     include_spandrel: bool = True
     upscale_size: int = 1024  # side of the image for the `hersr upscale` peak-RSS target (0: skip)
     upscale_tile: int = 256
+    launch_sizes: tuple = LAUNCH_SIZES
+    train_step_size: tuple = (64, 64)  # LR patch of the training-step launch count (batch 16)
 
 
 def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
@@ -347,6 +352,8 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
         models[entry.name] = build(entry)
         entry.results["params"] = entry.count(models[entry.name])
         entry.results["gmacs"] = count_macs(models[entry.name], *config.mac_size) / 1e9
+        for size in config.launch_sizes:
+            entry.results[f"launches_{size[1]}x{size[0]}"] = forward_launches(models[entry.name], size).total
     report = {
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
@@ -360,7 +367,13 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> dict:
         "models": {},
         "ratios": {},
         "scaling": {},
+        "train_step_launches": {},
     }
+    for entry in entries:
+        if entry.name in TRAIN_STEP_MODELS:
+            log(f"launches of one training step of {entry.name}")
+            counter = training_step_launches(build_trainable(entry), config.train_step_size)
+            report["train_step_launches"][entry.name] = counter.total
     times_by_size = {}
     for size in config.sizes:
         log(f"timing at {size[1]}x{size[0]} ({config.rounds} interleaved rounds)")
@@ -444,6 +457,8 @@ TARGETS = [
     ("hersr_s latency <= 1.0x SPAN-48", ("ratio", "hersr_s (deployed) / SPAN-48"), 1.0),
     ("hersr_m params after deploy <= 8M", ("param", "hersr_m (deployed)"), 8e6),
     ("hersr_m latency <= 0.5x RealPLKSR", ("ratio", "hersr_m (deployed) / RealPLKSR"), 0.5),
+    ("hersr_s kernel launches per forward <= 250", ("launches", "hersr_s (deployed)"), 250),
+    ("hersr_m kernel launches per forward <= 450", ("launches", "hersr_m (deployed)"), 450),
     ("hersr_s deployed >= 15% faster than train graph", ("ratio", "hersr_s (deployed) / hersr_s (train graph)"), 0.85),
     ("hersr_m deployed >= 15% faster than train graph", ("ratio", "hersr_m (deployed) / hersr_m (train graph)"), 0.85),
     ("hersr upscale 1024x1024 x4 (hersr_s, --tile 256) peak RSS <= 2 GiB (MiB)", ("upscale", "peak_mib"), 2048.0),
@@ -466,6 +481,10 @@ def check_targets(report: dict) -> list[tuple[str, float | None, float, bool | N
                 value = run["time_ratio_4x_pixels"] / run["mac_ratio_4x_pixels"] if run else None
             else:
                 value = run.get("memory_ratio_4x_pixels")
+        elif kind == "launches":
+            model = report["models"].get(key, {})
+            counts = [v for k, v in model.items() if k.startswith("launches_")]
+            value = max(counts) if counts else None
         elif kind == "upscale":
             run = report.get("upscale_memory")
             value = run[key] if run and run["size"] == 1024 and run["tile"] == 256 else None
@@ -478,6 +497,7 @@ def check_targets(report: dict) -> list[tuple[str, float | None, float, bool | N
 
 def render_markdown(report: dict) -> str:
     sizes = [k for k in next(iter(report["models"].values())) if k.startswith("ms_")]
+    launch_keys = [k for k in next(iter(report["models"].values())) if k.startswith("launches_")]
     lines = [
         "# HERSR benchmark",
         "",
@@ -489,19 +509,27 @@ def render_markdown(report: dict) -> str:
         "MACs for a 320x180 input at x4 (1280x720 output), counted by `torch.utils.flop_counter` with attention "
         "on the math backend (FFTs not counted). Latency: median over rounds, `torch.inference_mode`, batch 1. "
         "Peak memory: peak RSS growth of one 320x180 forward in a fresh process. The 4x-pixel time "
-        "ratio is the median of same-round ratios.",
+        "ratio is the median of same-round ratios. Launches: kernel-launching ops of one eval forward "
+        "(views, allocations and metadata ops not counted; `hersr_arch/tools/launch_count.py`), at each "
+        "input size; on a GPU at batch 1-16 they, not the MACs, set the time.",
         "",
         "| model | group | params | GMACs | " + " | ".join(s.replace("ms_", "ms ") for s in sizes)
-        + " | GFLOP/s | peak MiB |",
-        "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in sizes) + " | ---: | ---: |",
+        + " | GFLOP/s | peak MiB | " + " | ".join(k.replace("launches_", "launches ") for k in launch_keys) + " |",
+        "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in sizes) + " | ---: | ---: | "
+        + " | ".join("---:" for _ in launch_keys) + " |",
     ]
     for name, row in report["models"].items():
         cells = [f"{row[s]:.0f}" for s in sizes]
         peak = row.get("peak_mib")
         lines.append(
             f"| {name} | {row['group']} | {row['params'] / 1e6:.3f}M | {row['gmacs']:.1f} | " + " | ".join(cells)
-            + f" | {row.get('gflops_per_s', 0):.1f} | {'n/a' if peak is None else f'{peak:.0f}'} |"
+            + f" | {row.get('gflops_per_s', 0):.1f} | {'n/a' if peak is None else f'{peak:.0f}'} | "
+            + " | ".join(str(row[k]) for k in launch_keys) + " |"
         )
+    if report.get("train_step_launches"):
+        steps = ", ".join(f"{k} {v}" for k, v in report["train_step_launches"].items())
+        lines += ["", f"Kernel-launching ops of one training step (forward, L1, backward, Adam foreach; batch 16): "
+                      f"{steps}."]
     if any("cuda_fp16_ms" in row for row in report["models"].values()):
         lines += ["", "| model | CUDA fp16 ms | CUDA bf16 ms |", "| --- | ---: | ---: |"]
         for name, row in report["models"].items():

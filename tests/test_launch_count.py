@@ -1,0 +1,43 @@
+"""The kernel-launch count: what it counts (kernels) and what it does not (views, allocations)."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hersr_arch.tools.launch_count import LaunchCounter, forward_launches, training_step_launches
+from tests.conftest import tiny_hersr
+
+
+class Known(nn.Module):
+    """Launches: conv, relu, add, cat. Not: views, reshape of a contiguous map, no-op casts."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = F.relu(self.conv(x))
+        y = y.view(1, 4, -1).reshape(1, 4, *x.shape[-2:]).float().contiguous()
+        return torch.cat((y + 1, x), 1)[:, :5]
+
+
+def test_counts_kernels_not_views():
+    counter = forward_launches(Known(), (8, 8))
+    assert counter.counts == {"convolution": 1, "relu": 1, "add": 1, "cat": 1}
+    assert forward_launches(Known(), (13, 5)).total == 4
+
+
+def test_item_and_in_place_ops_are_counted():
+    counter = LaunchCounter()
+    x = torch.ones(3)
+    with counter:
+        x.add_(1)
+        x.sum().item()
+    assert counter.counts == {"add_": 1, "sum": 1, "_local_scalar_dense": 1}
+
+
+def test_a_training_step_counts_forward_backward_and_optimizer():
+    forward = forward_launches(tiny_hersr(upscale=2), (8, 8)).total
+    step = training_step_launches(tiny_hersr(upscale=2), (8, 8), batch=2, scale=2)
+    assert step.total > 2 * forward
+    assert any(name.endswith("_backward") for name in step.counts) and any("_foreach" in n for n in step.counts)
