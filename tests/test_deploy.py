@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from hersr_arch.archs.hersr_arch import HERSR, Conv1x1, PartialLargeKernelConv, hersr_m, hersr_s
+from hersr_arch.archs.hersr_arch import HERSR, PartialLargeKernelConv, hersr_m, hersr_s
 from tests.conftest import TINY, perturb_, tiny_hersr, train_steps
 
 pytestmark = pytest.mark.numerics
@@ -103,121 +103,6 @@ def test_cpu_training_step_takes_no_per_group_conv_loop():
     events = prof.key_averages(group_by_input_shape=True)
     per_group = [e.input_shapes for e in events if e.key == "aten::_slow_conv2d_backward" and e.input_shapes[2][:2] == [1, 1]]
     assert any(e.key == "aten::convolution_backward" for e in events) and not per_group, per_group
-
-
-def test_cpu_inference_runs_1x1_convs_on_onednn_with_the_same_numbers():
-    """With one thread PyTorch sends 1x1 convs to its generic im2col path (``_slow_conv2d_forward``),
-    up to ~1.8x slower on channels_last maps: in CPU inference HERSR's 1x1 convs call oneDNN and give
-    the same outputs; with autograd they keep nn.Conv2d's path, and so does a channels_first input."""
-    from torch.profiler import profile
-
-    torch.manual_seed(0)
-    conv = Conv1x1(24, 40)
-    x = torch.randn(2, 24, 9, 11).contiguous(memory_format=torch.channels_last)
-    reference = torch.nn.functional.conv2d(x, conv.weight, conv.bias)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad(), profile() as prof:
-            fast = conv(x)
-        with profile() as prof_grad:
-            trained = conv(x)
-    finally:
-        torch.set_num_threads(threads)
-    assert {e.key for e in prof.events()} >= {"aten::mkldnn_convolution"}
-    assert "aten::_slow_conv2d_forward" not in {e.key for e in prof.events()}
-    assert "aten::_slow_conv2d_forward" in {e.key for e in prof_grad.events()}  # the path it avoids
-    torch.testing.assert_close(fast, reference, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(trained, reference, atol=1e-6, rtol=1e-6)
-    assert fast.is_contiguous(memory_format=torch.channels_last)
-    model = hersr_s()
-    assert sum(isinstance(m, Conv1x1) for m in model.modules()) >= 20  # every 1x1 of the network
-
-
-def test_cpu_inference_token_linear_and_expand_halves_keep_the_numbers():
-    """The qkv projection as a oneDNN 1x1 conv over the tokens equals nn.Linear; the expansion's two
-    channel halves, each computed on its own, equal the wide conv split afterwards; the in-place gate
-    and residual helpers write into their fresh operand only without autograd and never narrow a sum."""
-    from hersr_arch.archs.hersr_arch import PaddedDepthwiseExpand, gate_product, residual_add, token_linear
-
-    torch.manual_seed(0)
-    linear = torch.nn.Linear(20, 60)
-    tokens = torch.randn(7, 64, 20)
-    with torch.no_grad(), torch.profiler.profile() as prof:
-        fast = token_linear(tokens, linear)
-    assert "aten::mkldnn_convolution" in {e.key for e in prof.events()}
-    torch.testing.assert_close(fast, linear(tokens), atol=1e-6, rtol=1e-6)
-    assert fast.shape == (7, 64, 60)
-
-    expand = PaddedDepthwiseExpand(12, 32)
-    with torch.no_grad():
-        for p in expand.parameters():
-            p.normal_(0, 0.3)
-    x = torch.randn(2, 12, 9, 10).contiguous(memory_format=torch.channels_last)
-    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
-    wide = torch.nn.functional.conv2d(padded, expand.expand.weight, expand.expand.bias)
-    dw = expand.dwconv
-    centre = wide[..., 1:-1, 1:-1]
-    wide = (torch.nn.functional.conv2d(wide, dw.conv.weight, dw.conv.bias, groups=32)
-            + centre * dw.point.weight.view(1, -1, 1, 1) + dw.point.bias.view(1, -1, 1, 1) + centre)  # fmt: skip
-    for mode in (torch.enable_grad, torch.no_grad):
-        with mode():
-            a, b = expand(padded)
-        torch.testing.assert_close(torch.cat((a, b), 1), wide, atol=1e-5, rtol=1e-5)
-
-    a, b = torch.rand(3, 4), torch.rand(3, 4)
-    with torch.no_grad():
-        assert gate_product(a, b) is a
-        assert residual_add(a, b) is a
-        wider = residual_add(torch.ones(3, 4, dtype=torch.bfloat16), torch.full((3, 4), 1e-3))
-    assert wider.dtype == torch.float32 and torch.allclose(wider, torch.full((3, 4), 1.001))
-    a = torch.rand(3, 4, requires_grad=True) * 1.0
-    assert gate_product(a, b) is not a
-
-
-def test_cpu_inference_in_row_bands_keeps_the_numbers(monkeypatch):
-    """Large maps run expand -> gate -> project and window attention in row bands (cache-sized) in CPU
-    inference: the same output as whole maps (fp64: to rounding; fp32 on oneDNN: to its summation
-    order), for shifted and plain windows, padded sizes and a batch of two; training never bands."""
-    from hersr_arch.archs import hersr_arch as arch
-
-    model = perturb_(tiny_hersr(depths=(2, 2, 1, 1), upscale=2)).eval()
-    model.switch_to_deploy()
-    x = torch.rand(2, 3, 29, 22)
-    calls = {"expand": 0, "attend": 0}
-    attend_windows = arch.WindowAttention._attend_windows
-
-    def counting_attend(self, *args):
-        calls["attend"] += 1
-        return attend_windows(self, *args)
-
-    for m in model.modules():
-        if isinstance(m, arch.PaddedDepthwiseExpand):
-            m.register_forward_hook(lambda *_: calls.update(expand=calls["expand"] + 1))
-    monkeypatch.setattr(arch.WindowAttention, "_attend_windows", counting_attend)
-    n_expand = sum(isinstance(m, arch.PaddedDepthwiseExpand) for m in model.modules())
-    n_attend = sum(isinstance(m, arch.WindowAttention) for m in model.modules())
-
-    def run(dtype, band_bytes):
-        monkeypatch.setattr(arch, "BAND_ABOVE_BYTES", 2**40 if band_bytes is None else 0)
-        monkeypatch.setattr(arch, "BAND_BYTES", band_bytes or 0)
-        calls.update(expand=0, attend=0)
-        with torch.no_grad():
-            return model.to(dtype)(x.to(dtype))
-
-    for dtype, atol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
-        whole = run(dtype, None)
-        assert calls == {"expand": n_expand, "attend": n_attend}
-        rows3 = 3 * 22 * 8 * whole.element_size()  # 3 rows of the widest expanded map
-        banded = run(dtype, rows3)
-        assert calls["expand"] > 4 * n_expand and calls["attend"] > 2 * n_attend
-        torch.testing.assert_close(banded, whole, atol=atol, rtol=0)
-
-    monkeypatch.setattr(arch, "BAND_ABOVE_BYTES", 0)
-    calls.update(expand=0, attend=0)
-    model.train()
-    model(x[:, :, :16, :16])
-    assert calls == {"expand": n_expand, "attend": n_attend}
 
 
 def test_deploy_folds_the_gated_conv_projection_and_loads_weights_deployed_before(monkeypatch):

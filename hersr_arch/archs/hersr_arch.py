@@ -26,10 +26,9 @@ Data flow for ``x: (B, C_in, H, W)`` and scale ``s``::
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +41,7 @@ from torch import nn
 
 def _capturing_graph() -> bool:
     """True while TorchScript, the ONNX exporter or torch.compile records a graph: eager-only
-    kernels (``aten::mkldnn_convolution``) must not end up in it."""
+    shortcuts (size-keyed caches, device-specific kernels) must not end up in it."""
     if torch.jit.is_tracing() or torch.jit.is_scripting():
         return True
     compiler = getattr(torch, "compiler", None)
@@ -55,6 +54,12 @@ def _capturing_graph() -> bool:
 def _is_tracing() -> bool:
     """True while exporting or compiling: shape-keyed Python caches would bake in one size."""
     return _capturing_graph()
+
+
+def linear_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a linear layer or conv returns for ``x``: autocast's when it is on, else ``x``'s."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -156,17 +161,19 @@ def bicubic_phase_kernel(scale: int) -> torch.Tensor:
     return torch.einsum("pi,qj->pqij", taps, taps).reshape(scale * scale, 1, 5, 5).float()
 
 
-def bicubic_phases(x: torch.Tensor, scale: int, channels: int) -> torch.Tensor:
+def bicubic_phases(x: torch.Tensor, scale: int, channels: int, kernel: torch.Tensor | None = None) -> torch.Tensor:
     """``x: (B, C, H, W)`` with ``C = channels`` -> ``(B, C * s*s, H, W)`` whose
     ``pixel_shuffle(., s)`` is bicubic up-sampling by ``s`` (PyTorch's ``align_corners=False``,
     borders clamped). ``channels`` is given, not read off ``x``, so exported graphs get a constant
-    kernel shape.
+    kernel shape; ``kernel``: ``bicubic_phase_kernel(scale).repeat(channels, 1, 1, 1)`` on ``x``'s
+    device, when the caller keeps one.
 
-    One small conv instead of ``F.interpolate``: ~3x faster on CPU, and the result can be summed
-    with a sub-pixel conv's output before its pixel shuffle. Computed in fp32 whatever the input
-    dtype or autocast; returned in the input dtype.
+    One small conv instead of ``F.interpolate``, whose result can be summed with a sub-pixel conv's
+    output before its pixel shuffle. Computed in fp32 whatever the input dtype or autocast; returned
+    in the input dtype.
     """
-    kernel = bicubic_phase_kernel(scale).to(x.device).repeat(channels, 1, 1, 1)
+    if kernel is None:
+        kernel = bicubic_phase_kernel(scale).to(x.device).repeat(channels, 1, 1, 1)
     with torch.autocast(x.device.type, enabled=False):
         padded = F.pad(x.float(), (2, 2, 2, 2), mode="replicate")
         return F.conv2d(padded, kernel, groups=channels).to(x.dtype)
@@ -195,61 +202,8 @@ def conv3x3(in_ch: int, out_ch: int, groups: int = 1, bias: bool = True) -> nn.C
     return nn.Conv2d(in_ch, out_ch, 3, 1, 1, groups=groups, bias=bias, padding_mode="replicate")
 
 
-class Conv1x1(nn.Conv2d):
-    """1x1 conv (an ``nn.Conv2d``: same parameters and state-dict keys) that runs on oneDNN in CPU
-    inference.
-
-    With one thread PyTorch sends 1x1 convs to its generic im2col path, a heuristic from NCHW
-    days; on the channels_last maps here that path is up to ~1.8x slower than oneDNN (32 -> 128
-    channels at 186x322: 14.2 vs 7.7 ms), mostly in filling the output with the bias first. The
-    results are identical. Training, autocast, tracing and other devices take ``F.conv2d``.
-    ``x: (B, C_in, H, W)`` -> ``(B, C_out, H, W)``, or ``(B, len(rows), H, W)``.
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, bias: bool = True):
-        super().__init__(in_ch, out_ch, 1, bias=bias)
-
-    def forward(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
-        """``rows``: compute only these output channels (a slice of the weights, no copy)."""
-        return pointwise_conv(x, self.weight[rows], None if self.bias is None else self.bias[rows])
-
-
-def _onednn_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether ``x`` and ``weight`` may go straight to ``aten::mkldnn_convolution``: fp32 CPU inference,
-    outside autocast and graph capture, with oneDNN available and enabled."""
-    return (
-        x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-        and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu") and not _capturing_graph()
-        and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-    )  # fmt: skip
-
-
-def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.conv2d(x, weight, bias)`` for a 1x1 ``weight: (C_out, C_in, 1, 1)``; oneDNN in CPU inference
-    (see :class:`Conv1x1`)."""
-    if _onednn_inference(x, weight) and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.ops.aten.mkldnn_convolution(x, weight, bias, (0, 0), (1, 1), (1, 1), 1)
-    return F.conv2d(x, weight, bias)
-
-
-def token_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-    """``linear(x)`` for tokens ``x: (..., C_in)`` -> ``(..., C_out)``.
-
-    In CPU inference a contiguous ``x`` runs as oneDNN's 1x1 conv over a ``(1, C_in, N, 1)``
-    channels_last view of the same memory: the same numbers, without ``addmm``'s pass that first
-    fills the output with the bias (qkv of 58880 tokens, 32 -> 96: 12.2 vs 7.8 ms).
-    """
-    if not (_onednn_inference(x, linear.weight) and x.is_contiguous()):
-        return linear(x)
-    c_in, c_out = x.shape[-1], linear.out_features
-    grid = x.view(1, -1, 1, c_in).permute(0, 3, 1, 2)
-    y = torch.ops.aten.mkldnn_convolution(grid, linear.weight.view(c_out, c_in, 1, 1), linear.bias,
-                                          (0, 0), (1, 1), (1, 1), 1)  # fmt: skip
-    return y.permute(0, 2, 3, 1).view(*x.shape[:-1], c_out)
-
-
-def conv1x1(in_ch: int, out_ch: int, bias: bool = True) -> Conv1x1:
-    return Conv1x1(in_ch, out_ch, bias=bias)
+def conv1x1(in_ch: int, out_ch: int, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 1, bias=bias)
 
 
 def conv_fp32(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -331,9 +285,9 @@ class PartialLargeKernelConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         part, rest = x[:, : self.split], x[:, self.split :]
         if x.device.type == "cpu" and torch.is_grad_enabled():
-            # oneDNN's CPU backward of a large-kernel conv on few channels is ~20x slower in
-            # channels_last (17x17, 12 channels: 0.73 s vs 0.035 s); the forward is not, so only
-            # CPU training takes the detour through NCHW.
+            # PyTorch's CPU backward of a large-kernel conv on few channels is an order of magnitude
+            # slower in channels_last; the forward is not, so only CPU training takes the detour
+            # through NCHW (training needs it on every device; it is not an inference kernel).
             y = self.large(part.contiguous())
             if x.is_contiguous(memory_format=torch.channels_last):
                 y = y.contiguous(memory_format=torch.channels_last)
@@ -369,17 +323,14 @@ class RepDepthwise3x3(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, groups=channels)
         self.point = None if deploy else nn.Conv2d(channels, channels, 1, groups=channels)
 
-    def forward(self, x: torch.Tensor, channels: slice = slice(None)) -> torch.Tensor:
-        """``channels``: the range of this module's channels that ``x`` holds (their weights only)."""
-        weight = self.conv.weight[channels]
-        y = F.conv2d(x, weight, self.conv.bias[channels], groups=weight.shape[0])
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
         if self.point is not None:
             # The per-channel 1x1 as an affine: the same numbers, but a grouped 1x1 conv's CPU
             # backward loops over the groups (one small conv per channel).
             centre = x[..., 1:-1, 1:-1]
-            scale = self.point.weight[channels].view(1, -1, 1, 1)
-            shift = self.point.bias[channels].view(1, -1, 1, 1)
-            y = y + torch.addcmul(shift, centre, scale) + centre
+            y = y + torch.addcmul(self.point.bias.view(1, -1, 1, 1), centre, self.point.weight.view(1, -1, 1, 1))
+            y = y + centre
         return y
 
     @torch.no_grad()
@@ -391,28 +342,13 @@ class RepDepthwise3x3(nn.Module):
         self.point = None
 
 
-def gate_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a * b`` for a freshly computed ``a``, written into ``a`` when no gradient is recorded (one
-    output-sized allocation less; autograd would have to copy ``a`` first)."""
-    return a * b if torch.is_grad_enabled() else a.mul_(b)
-
-
-def residual_add(update: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``x + update`` for a freshly computed ``update``, written into it (one output-sized
-    allocation less) unless the sum needs a wider dtype (an fp32 ``x`` under autocast)."""
-    return update.add_(x) if torch.promote_types(update.dtype, x.dtype) == update.dtype else x + update
-
-
 class PaddedDepthwiseExpand(nn.Module):
     """1x1 expansion followed by a (reparameterizable) depthwise 3x3 without padding, returned as
     the two channel halves that a gate multiplies.
 
     The input arrives replicate-padded by one pixel: a 1x1 conv commutes with replicate padding, so
-    padding the narrow input instead of the wide expanded tensor gives the same result with
-    ``expansion`` times less padding traffic, and a row band of the padded map (halo rows included)
-    gives exactly that band of the output. Each half is computed on its own (the same numbers as one
-    wide conv split afterwards): element-wise ops on a channel half of one channels_last map read it
-    strided, ~1.5x slower on CPU (GELU: 10 vs 6.5 ms at 64 channels, 184x320).
+    padding the narrow input instead of the wide expanded map gives the same result with
+    ``expansion`` times less padding traffic.
     ``x: (B, C, H + 2, W + 2)`` -> two ``(B, hidden / 2, H, W)``.
     """
 
@@ -424,68 +360,12 @@ class PaddedDepthwiseExpand(nn.Module):
         self.dwconv = RepDepthwise3x3(hidden, deploy)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        half = self.expand.out_channels // 2
-        first, second = slice(0, half), slice(half, 2 * half)
-        return self.dwconv(self.expand(x, first), first), self.dwconv(self.expand(x, second), second)
+        return self.dwconv(self.expand(x)).chunk(2, dim=1)
 
 
-# Row banding of expand -> gate -> project (CPU inference). Once one expanded half of a map outgrows
-# the last-level cache, every element-wise pass over it runs at DRAM speed, so these blocks slowed
-# down superlinearly with the image (hersr_m's scale-1 GDFN: 0.78 s at 640x360, 6x its 320x180 time;
-# Xeon with 105 MiB L3, one thread). Bands of ~12 MiB per half stay cache-resident (0.46 s there,
-# same numbers); below ~32 MiB the extra per-band calls cost more than they save.
-BAND_ABOVE_BYTES = 32 * 2**20
-BAND_BYTES = 12 * 2**20
-_row_bands_enabled = True
-
-
-@contextlib.contextmanager
-def whole_maps() -> Iterator[None]:
-    """Within this context CPU inference runs on whole maps, without row bands: for counting the
-    network's MACs (a band recomputes the expansion of its two halo rows)."""
-    global _row_bands_enabled
-    previous, _row_bands_enabled = _row_bands_enabled, False
-    try:
-        yield
-    finally:
-        _row_bands_enabled = previous
-
-
-def _band_rows(x: torch.Tensor, h: int, w: int, channels: int) -> int | None:
-    """Rows per band (fewer than ``h``) for ``(channels, h, w)`` maps of ``x``'s dtype and device (one
-    sample), or None: banding is for large CPU inference maps, never under autograd or graph capture."""
-    if not _row_bands_enabled or x.device.type != "cpu" or torch.is_grad_enabled() or _capturing_graph():
-        return None
-    row_bytes = channels * w * x.element_size()
-    return None if row_bytes * h <= BAND_ABOVE_BYTES else max(1, BAND_BYTES // row_bytes)
-
-
-def expand_gate_project(
-    x: torch.Tensor, spatial: PaddedDepthwiseExpand, project: Conv1x1 | None, activation: Callable | None = None
-) -> torch.Tensor:
-    """``project(activation(a) * b)`` with ``a, b = spatial(x replicate-padded by 1)``, in row bands of
-    :func:`_band_rows` when the expanded map is large (exact: each band reads its two halo rows
-    from the padded input); without ``project`` (folded into the caller's next 1x1), the gate product.
-    ``x: (B, C, H, W)`` -> ``(B, C_out, H, W)``, or ``(B, hidden / 2, H, W)`` without ``project``."""
-
-    def gated(padded_rows: torch.Tensor) -> torch.Tensor:
-        a, b = spatial(padded_rows)
-        product = gate_product(a if activation is None else activation(a), b)
-        return product if project is None else project(product)
-
-    samples, _, h, w = x.shape
-    rows = _band_rows(x, h, w, spatial.expand.out_channels // 2)
-    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    if rows is None:
-        return gated(padded)
-    out_channels = spatial.expand.out_channels // 2 if project is None else project.out_channels
-    out = torch.empty(
-        (samples, out_channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last
-    )
-    for n in range(samples):  # one sample at a time: a row band of it is one contiguous block
-        for top in range(0, h, rows):
-            out[n : n + 1, :, top : top + rows] = gated(padded[n : n + 1, :, top : top + rows + 2])
-    return out
+def pad1(x: torch.Tensor) -> torch.Tensor:
+    """Replicate-pad ``x: (B, C, H, W)`` by one pixel on every side."""
+    return F.pad(x, (1, 1, 1, 1), mode="replicate")
 
 
 class GatedConv(nn.Module):
@@ -508,16 +388,16 @@ class GatedConv(nn.Module):
         self.project = None if deploy else conv1x1(hidden // 2, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return expand_gate_project(x, self.spatial, self.project)
+        a, b = self.spatial(pad1(x))
+        return a * b if self.project is None else self.project(a * b)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``softmax(q k^T + mask) v`` for ``q, k, v: (N, G, L, d)`` and ``mask: (1, G or 1, L, L)``
     (logit scale already in ``q``) -> ``(N, G, L, d)``.
 
-    ``F.scaled_dot_product_attention`` on every path: its fused CPU kernel never materialises the
-    ``L x L`` scores of all windows, and on the windows here (L = 64, d = 16..24) it measured 1.3-1.7x
-    faster than two matmuls and a softmax (Intel Xeon, AVX-512, one thread).
+    ``F.scaled_dot_product_attention``: one fused kernel (CPU and GPU) that never materialises the
+    ``L x L`` scores of all windows.
     """
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
 
@@ -546,20 +426,23 @@ class WindowAttention(nn.Module):
         self.rel_pos_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         nn.init.trunc_normal_(self.rel_pos_table, std=0.02)
         self.register_buffer("rel_pos_index", relative_position_index(window_size), persistent=False)
-        self._bias_cache: dict[tuple, torch.Tensor] = {}
+        self._terms_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _attn_bias(self, hp: int, wp: int, dtype: torch.dtype) -> torch.Tensor:
-        """Relative position bias (+ shift mask) as one float mask: ``(1, heads, L, L)`` or
-        ``(1, nW * heads, L, L)`` for a shifted block on a ``(hp, wp)`` map.
+    def _attn_terms(self, hp: int, wp: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logit scale ``exp(min(logit_scale, log 100))`` as ``(1, 1, heads, 1)``, and the relative
+        position bias (+ shift mask) as one float mask: ``(1, heads, L, L)`` or ``(1, nW * heads, L, L)``
+        for a shifted block on a ``(hp, wp)`` map.
 
-        Without gradients (inference) the result is cached per size and parameter version: the add
-        of bias and mask over all windows is as costly as the attention itself on CPU.
+        Without gradients (inference) both are cached per size and parameter version: they depend on
+        the weights and the map size only, and the mask over all windows costs as much as the
+        attention itself.
         """
         device = self.rel_pos_table.device
-        key = (hp, wp, dtype, device, self.rel_pos_table._version)
+        key = (hp, wp, dtype, device, self.rel_pos_table._version, self.logit_scale._version)
         cacheable = not torch.is_grad_enabled() and not _is_tracing()
-        if cacheable and key in self._bias_cache:
-            return self._bias_cache[key]
+        if cacheable and key in self._terms_cache:
+            return self._terms_cache[key]
+        scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().view(1, 1, -1, 1).to(dtype)
         length, heads = self.window_size**2, self.num_heads
         bias = self.rel_pos_table[self.rel_pos_index.view(-1)].view(length, length, heads)
         bias = bias.permute(2, 0, 1).to(dtype)  # (heads, L, L)
@@ -569,10 +452,10 @@ class WindowAttention(nn.Module):
         else:
             bias = bias[None]
         if cacheable:
-            if len(self._bias_cache) > 8:  # bounded: a folder of varied sizes must not grow memory
-                self._bias_cache.clear()
-            self._bias_cache[key] = bias
-        return bias
+            if len(self._terms_cache) > 8:  # bounded: a folder of varied sizes must not grow memory
+                self._terms_cache.clear()
+            self._terms_cache[key] = (scale, bias)
+        return scale, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
@@ -581,43 +464,27 @@ class WindowAttention(nn.Module):
         hp, wp = x.shape[1:3]
         if self.shift:
             x = torch.roll(x, (-self.shift, -self.shift), (1, 2))
-        # Bands of whole window rows, as in expand_gate_project: the qkv map of a large image
-        # outgrows the cache (hersr_m's scale-1 attention grew 5.4x for 4x the pixels).
-        rows = _band_rows(x, hp, wp, 3 * c)
-        if rows is None:
-            out = self._attend_windows(x, hp, 0)
-        else:
-            rows = max(ws, rows // ws * ws)
-            out = torch.empty_like(x)
-            for n in range(b):
-                for top in range(0, hp, rows):
-                    out[n : n + 1, top : top + rows] = self._attend_windows(x[n : n + 1, top : top + rows], hp, top)
+        out = self.attend_windows(x, *self._attn_terms(hp, wp, linear_dtype(x)))
         if self.shift:
             out = torch.roll(out, (self.shift, self.shift), (1, 2))
         return out[:, :h, :w]
 
-    def _attend_windows(self, x: torch.Tensor, map_height: int, top: int) -> torch.Tensor:
-        """Attention within the windows of ``x: (B, H, W, C)``, rows ``top : top + H`` of the padded
-        (and rolled, if shifted) ``map_height``-row map; ``H``, ``W``, ``top`` are window multiples.
-        -> ``(B, H, W, C)``."""
+    def attend_windows(self, x: torch.Tensor, logit_scale: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """Attention within the windows of ``x: (B, H, W, C)`` (padded, and rolled if shifted; ``H``,
+        ``W`` window multiples), with ``logit_scale`` and ``attn_mask`` from :meth:`_attn_terms` (for a
+        shifted block, the masks of exactly these windows) -> ``(B, H, W, C)``."""
         b, hb, wp, c = x.shape
         ws, heads = self.window_size, self.num_heads
         windows = window_partition(x, ws)  # (B*nW, L, C)
         n_win, length = windows.shape[:2]
-        qkv = token_linear(windows, self.qkv).view(n_win, length, 3, heads, c // heads)
-        # Cosine attention: unit q and k, q also carrying the clamped logit scale. Normalised in this
-        # layout (head dim contiguous, one multiply for q and k together): twice as fast on CPU as
-        # after the permute to (B*nW, heads, L, d).
+        qkv = self.qkv(windows).view(n_win, length, 3, heads, c // heads)
+        # Cosine attention: q and k normalised together, in this layout (head dim contiguous); q also
+        # carries the logit scale.
         qk = qkv[:, :, :2]
-        scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().view(1, heads, 1)
-        scale = torch.cat((scale, torch.ones_like(scale))).to(qk.dtype)  # (2, heads, 1): q, k
-        qk = qk * (scale / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-6))
-        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
-        attn_mask = self._attn_bias(map_height, wp, q.dtype)
+        qk = qk / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-6)
+        q = (qk[:, :, 0] * logit_scale).transpose(1, 2)
+        k, v = qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
         if self.shift:  # one mask per window: fold windows into the head axis of a 4-D batch
-            if hb != map_height:  # a band: the masks of its rows of windows
-                per_row = (wp // ws) * heads
-                attn_mask = attn_mask[:, top // ws * per_row : (top + hb) // ws * per_row]
             groups = attn_mask.shape[1]
             d = c // heads
             out = attend(
@@ -646,7 +513,8 @@ class GDFN(nn.Module):
         self.project = conv1x1(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return expand_gate_project(x, self.spatial, self.project, F.gelu)
+        a, b = self.spatial(pad1(x))
+        return self.project(F.gelu(a) * b)
 
 
 class DySample(nn.Module):
@@ -765,9 +633,9 @@ class ContextPath(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.permute(0, 2, 3, 1)
-        t = residual_add(self.attn(self.norm_attn(t)), t)
+        t = t + self.attn(self.norm_attn(t))
         x = t.permute(0, 3, 1, 2)
-        return residual_add(self.ffn(self.norm_ffn(x)), x)
+        return x + self.ffn(self.norm_ffn(x))
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -836,7 +704,7 @@ class DualPathBlock(nn.Module):
         if self.context is not None:
             paths.append(self.context(x))
         update = self.fuse(torch.cat(paths, 1) if len(paths) > 1 else paths[0])
-        return residual_add(update if self.scale is None else self.scale * update, x)
+        return x + (update if self.scale is None else self.scale * update)
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -987,8 +855,9 @@ class MoEBottleneck(nn.Module):
     in the graph (no DDP unused-parameter errors) and the output of one image never depends on the
     others of its batch (SeemoRe's eval path fails that for batch > 1).
 
-    Output ``F + sum_i gate_i * Expert_i(F)`` (experts return residual updates). After each forward,
-    ``aux_loss`` holds ``balance_weight * switch_balance + z_weight * router_z`` and ``last_gates``
+    Output ``F + sum_i gate_i * Expert_i(F)`` (experts return residual updates). After each training
+    forward, ``aux_loss`` holds ``balance_weight * switch_balance + z_weight * router_z`` (0 in
+    eval), and after every forward ``last_gates``
     the detached gates: ``(B, E, 1, 1)`` (image) or ``(B, E, H, W)`` (token, or image under TLC).
 
     ``x: (B, C, H, W)``, ``ctx: (B, C, h, w)`` -> ``(B, C, H, W)``.
@@ -1045,14 +914,16 @@ class MoEBottleneck(nn.Module):
         """Switch-Transformer load balance + ST-MoE router z-loss over all routed units."""
         num = gates.shape[1]
         probs = torch.softmax(logits, dim=1).transpose(0, 1).reshape(num, -1)  # (E, units)
-        chosen = F.one_hot(gates.argmax(1).reshape(-1), num).float().mean(0)  # fraction per expert
+        experts = torch.arange(num, device=gates.device).view(1, -1, 1, 1)
+        chosen = (gates.argmax(1, keepdim=True) == experts).float().mean((0, 2, 3))  # fraction per expert
         balance = num * (chosen * probs.mean(1)).sum()
         z = torch.logsumexp(logits, dim=1).pow(2).mean()
         return self.balance_weight * balance + self.z_weight * z
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         logits, gates = self.route(x, ctx)
-        self.aux_loss = self._auxiliary_loss(logits, gates)
+        # The auxiliary loss only matters to training; inference skips its dozen small ops.
+        self.aux_loss = self._auxiliary_loss(logits, gates) if self.training else logits.new_zeros(())
         self.last_gates = gates.detach()
         out = x.float()
         for i, expert in enumerate(self.experts):
@@ -1155,7 +1026,7 @@ class ModulatedConv(nn.Module):
             # modulating the resized source, at C instead of S channels and low resolution.
             style = F.interpolate(style, size=x.shape[-2:], mode="bilinear", align_corners=False)
         energy = self.weight.pow(2).sum((2, 3))[:, :, None, None]  # (C_out, C_in, 1, 1)
-        demod = torch.rsqrt(pointwise_conv(style.pow(2), energy.to(x.dtype)) + 1e-8)
+        demod = torch.rsqrt(F.conv2d(style.pow(2), energy.to(x.dtype)) + 1e-8)
         out = F.conv2d(F.pad(x * style, (1, 1, 1, 1), mode="replicate"), self.weight.to(x.dtype))
         return torch.addcmul(self.bias.view(1, -1, 1, 1).to(x.dtype), out, demod)
 
@@ -1355,6 +1226,7 @@ class HERSR(nn.Module):
         self.reconstruct = zero_init_(conv3x3(d0, num_out_ch * upscale**2))
         self.aux_loss: torch.Tensor = torch.zeros(())
         self.last_gates: torch.Tensor | None = None
+        self._phase_kernels: dict[torch.device, torch.Tensor] = {}
         # Hyper-parameters that tensor shapes cannot reveal, saved with the weights so that loaders
         # (``hersr_arch.loading``) rebuild the model from the state dict alone.
         hyper = [_HYPER_FORMAT, upscale, num_in_ch, num_out_ch, window_size, _ROUTINGS.index(moe_routing),
@@ -1421,9 +1293,20 @@ class HERSR(nn.Module):
         if not matched:
             x = x.mean(1, keepdim=True)
         if s > 1:
-            x = bicubic_phases(x, s, self.num_in_ch if matched else 1)
+            channels = self.num_in_ch if matched else 1
+            x = bicubic_phases(x, s, channels, self._phase_kernel(channels, x.device))
             return x if matched else x.repeat(1, self.num_out_ch, 1, 1)
         return x.expand(-1, self.num_out_ch, -1, -1)
+
+    def _phase_kernel(self, channels: int, device: torch.device) -> torch.Tensor:
+        """The residual's bicubic phase kernel on ``device``, built once per device (a constant; kept
+        fp32 whatever the model's dtype, so it is no buffer)."""
+        kernel = self._phase_kernels.get(device)
+        if kernel is None:
+            kernel = bicubic_phase_kernel(self.upscale).repeat(channels, 1, 1, 1).to(device)
+            if not _is_tracing():
+                self._phase_kernels[device] = kernel
+        return kernel
 
     def _base_image(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """The input resized to ``(h, w)`` and matched to ``num_out_ch``: ``(B, C_out, h, w)``.
@@ -1508,7 +1391,7 @@ class HERSR(nn.Module):
             feat = self.texture(feat, style_src)
         # The global residual is added in the input dtype: under autocast an fp32 input keeps its
         # full precision (a bf16 sum would round the image to 8 bits of mantissa).
-        residual = self._residual_phases(x)  # channels_last, like ``head``: a same-layout add is ~2x faster
+        residual = self._residual_phases(x)  # channels_last, like ``head``: the add needs no layout change
         head = self.reconstruct(feat)[..., :h, :w].to(residual.dtype)
         out = residual.add_(head) if s > 1 else residual + head  # s = 1: the residual is the input
         out = F.pixel_shuffle(out, s).contiguous()

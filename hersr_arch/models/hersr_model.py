@@ -46,6 +46,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from hersr_arch.cpu_inference import prepare_cpu_inference
 from hersr_arch.option_checks import check_network_options
 from hersr_arch.tools.inference import self_ensemble, tiled_forward
 
@@ -278,6 +279,8 @@ class HERSRModel(SRModel):
 
     def test(self):
         net = self.net_g_ema if hasattr(self, "net_g_ema") else self.net_g
+        if self.device.type == "cpu":  # CPU kernels for inference; training keeps the plain forward
+            prepare_cpu_inference(net)
         was_training = net.training
         net.eval()
         val_opt = self.opt.get("val") or {}

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hersr_arch.archs.hersr_arch import hersr_m, hersr_s
+from hersr_arch.cpu_inference import prepare_cpu_inference
 from hersr_arch.tools.launch_count import forward_launches, training_step_launches
 from hersr_arch.tools.model_cost import count_macs, count_params
 
@@ -85,8 +86,10 @@ def _span_inference_params(model: nn.Module) -> int:
 def hersr_entries(scale: int = 4) -> list[Entry]:
     entries = []
     for name, build in (("hersr_s", hersr_s), ("hersr_m", hersr_m)):
-        entries.append(Entry(f"{name} (train graph)", lambda b=build: b(upscale=scale), "hersr"))
-        entries.append(Entry(f"{name} (deployed)", lambda b=build: b(upscale=scale).switch_to_deploy(), "hersr"))
+        entries.append(Entry(f"{name} (train graph)", lambda b=build: b(upscale=scale), "hersr",
+                             prepare=prepare_cpu_inference))
+        entries.append(Entry(f"{name} (deployed)", lambda b=build: b(upscale=scale).switch_to_deploy(), "hersr",
+                             prepare=prepare_cpu_inference))
     return entries
 
 

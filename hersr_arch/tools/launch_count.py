@@ -13,8 +13,9 @@ of ATen ops that one call dispatches to a device kernel, seen below autograd by 
   than one kernel, and a ``_foreach`` optimizer op launches one per chunk of tensors; the count is
   a lower bound that ranks networks the way a GPU profile does.
 
-CPU-only inference paths (row bands) are switched off while counting: the count is the one a GPU
-forward makes. A forward is counted in steady state, after one uncounted forward at the same size.
+A model prepared for CPU inference (``hersr_arch.cpu_inference``) runs the network file's graph
+while counted: the count is the one a GPU forward makes. A forward is counted in steady state,
+after one uncounted forward at the same size.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-
-from hersr_arch.archs.hersr_arch import whole_maps
 
 # Ops that allocate or re-describe memory without running a kernel (``_unsafe_view`` is the view
 # that ``reshape`` returns after its own copy, not marked as an alias in its schema).
@@ -81,7 +80,7 @@ def forward_launches(model: nn.Module, size: tuple[int, int] = (96, 96), in_ch: 
     model.eval()
     x = torch.rand(1, in_ch, *size)
     counter = LaunchCounter()
-    with torch.no_grad(), whole_maps():
+    with torch.no_grad():
         model(x)
         with counter:
             model(x)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from math import prod
-
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from hersr_arch.archs.hersr_arch import hersr_l, hersr_m, hersr_s, whole_maps
+from hersr_arch.archs.hersr_arch import hersr_l, hersr_m, hersr_s
 
 PRESETS = {"hersr_s": hersr_s, "hersr_m": hersr_m, "hersr_l": hersr_l}
 
@@ -18,24 +16,17 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _onednn_conv_flops(x_shape, w_shape, *args, out_shape, **kwargs) -> int:
-    """FLOPs of ``aten::mkldnn_convolution`` (not in the counter's registry): 2 per weight tap per
-    output element; ``w_shape: (C_out, C_in / groups, kh, kw)``, ``out_shape: (B, C_out, ...)``."""
-    return 2 * prod(out_shape) * prod(w_shape[1:])
-
-
 def count_macs(model: nn.Module, height: int, width: int, in_ch: int = 3) -> float:
     """Multiply-accumulates of one eval forward on a ``(1, in_ch, height, width)`` input.
 
     ``torch.utils.flop_counter`` counts FLOPs (MACs = FLOPs / 2). SDPA's fused CPU kernel is invisible
-    to it, so attention is counted under the math backend; HERSR's CPU inference sends 1x1 convs
-    straight to ``aten::mkldnn_convolution``, which the counter is taught here, and counting runs on
-    whole maps (no row bands, whose halo rows would be counted twice). FFTs are not counted
-    (O(N log N)).
+    to it, so attention is counted under the math backend. The network file's graph is counted, also
+    for a model prepared for CPU inference (its kernels step aside while a counter observes), so row
+    bands never count halo rows twice. FFTs are not counted (O(N log N)).
     """
     model.eval()
-    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.mkldnn_convolution: _onednn_conv_flops})
-    with torch.no_grad(), whole_maps(), sdpa_kernel(SDPBackend.MATH), counter:
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
         model(torch.zeros(1, in_ch, height, width))
     return counter.get_total_flops() / 2
 

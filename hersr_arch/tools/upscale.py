@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 import torch
 
+from hersr_arch.cpu_inference import prepare_cpu_inference
 from hersr_arch.tools.inference import count_tiles, tiled_forward
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -304,6 +305,8 @@ class Upscaler:
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None = None,
                  tile: int = 0, tile_pad: int = 32) -> None:  # fmt: skip
         self.model = model.to(device).eval()
+        if device.type == "cpu":
+            prepare_cpu_inference(self.model)
         self.device, self.dtype = device, dtype
         self.tile, self.tile_pad = tile, tile_pad
         self.scale = model.upscale

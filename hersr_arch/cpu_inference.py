@@ -1,0 +1,191 @@
+"""CPU inference kernels for HERSR: what the network file computes, computed faster on a CPU.
+
+``prepare_cpu_inference(model)`` swaps the class of some of a HERSR model's modules for a subclass
+with a CPU-tuned ``forward``. Parameters, buffers and state-dict keys stay the same, and so do the
+outputs, up to float rounding (tested). Each tuned ``forward`` runs only in fp32 CPU inference:
+under autograd, autocast, graph capture (tracing, ``torch.compile``, ONNX export), on another
+device, or while a dispatch mode observes the ops (the FLOP and launch counters), it falls back to
+the network file's ``forward``. ``hersr upscale``, ``hersr bench`` and the BasicSR test path on
+the CPU apply it. The network file, copied alone into another project, computes the same outputs
+without it.
+
+What it changes (timings in benchmarks/RESULTS.md and the git history):
+
+- **1x1 convs on oneDNN.** With one thread PyTorch sends 1x1 convs on channels_last maps to its
+  generic im2col path, which first fills the output with the bias; ``aten::mkldnn_convolution``
+  does not. The qkv projection runs the same way, as a 1x1 conv over a view of the tokens.
+- **expand -> gate -> project in parts.** The expansion's two channel halves are computed apart
+  (element-wise ops on a channel half of one channels_last map read it strided), and the gate
+  product is written into its fresh first operand.
+- **Row bands on large maps.** Once one expanded half of a map outgrows the last-level cache,
+  every element-wise pass over it runs at memory speed. Above ``band_above_bytes`` the map is
+  processed in bands of about ``band_bytes`` per half: exact, since each band reads its halo rows
+  from the padded input. Window attention runs in bands of whole window rows likewise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from hersr_arch.archs.hersr_arch import (
+    GDFN,
+    HERSR,
+    GatedConv,
+    PaddedDepthwiseExpand,
+    WindowAttention,
+    _capturing_graph,
+    pad1,
+)
+
+
+def _tuned(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the CPU-tuned path may run: fp32 CPU inference, nothing recording or observing ops."""
+    return (
+        x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+        and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu") and not _capturing_graph()
+        and _get_current_dispatch_mode() is None
+        and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+    )  # fmt: skip
+
+
+class OneDNNConv1x1(nn.Conv2d):
+    """A 1x1 ``nn.Conv2d`` that runs on oneDNN in CPU inference. ``rows``: compute only these
+    output channels (a slice of the weights, no copy). ``(B, C_in, H, W)`` -> ``(B, C_out, H, W)``."""
+
+    def forward(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        weight, bias = self.weight[rows], None if self.bias is None else self.bias[rows]
+        if _tuned(x, weight) and x.is_contiguous(memory_format=torch.channels_last):
+            return torch.ops.aten.mkldnn_convolution(x, weight, bias, (0, 0), (1, 1), (1, 1), 1)
+        return F.conv2d(x, weight, bias)
+
+
+class OneDNNLinear(nn.Linear):
+    """``nn.Linear`` over tokens ``(..., C_in)`` that, in CPU inference, runs as oneDNN's 1x1 conv over
+    a ``(1, C_in, N, 1)`` channels_last view of the same memory (no bias-fill pass)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (_tuned(x, self.weight) and x.is_contiguous()):
+            return super().forward(x)
+        c_in, c_out = x.shape[-1], self.out_features
+        grid = x.view(1, -1, 1, c_in).permute(0, 3, 1, 2)
+        y = torch.ops.aten.mkldnn_convolution(grid, self.weight.view(c_out, c_in, 1, 1), self.bias,
+                                              (0, 0), (1, 1), (1, 1), 1)  # fmt: skip
+        return y.permute(0, 2, 3, 1).view(*x.shape[:-1], c_out)
+
+
+class RowBands:
+    """Band sizes of the CPU-tuned modules (class attributes: one place to tune them)."""
+
+    band_above_bytes = 32 * 2**20  # below this, the extra per-band calls cost more than they save
+    band_bytes = 12 * 2**20  # per expanded half: stays in the last-level cache
+
+    def band_rows(self, x: torch.Tensor, h: int, w: int, channels: int) -> int | None:
+        """Rows per band (fewer than ``h``) for ``(channels, h, w)`` maps of ``x``'s dtype, or None."""
+        row_bytes = channels * w * x.element_size()
+        return None if row_bytes * h <= self.band_above_bytes else max(1, self.band_bytes // row_bytes)
+
+
+def _halves(spatial: PaddedDepthwiseExpand, padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``spatial(padded)``, each channel half computed on its own: two ``(B, hidden / 2, H, W)``."""
+    dw = spatial.dwconv
+    half = spatial.expand.out_channels // 2
+    out = []
+    for rows in (slice(0, half), slice(half, 2 * half)):
+        y = spatial.expand(padded, rows)
+        weight = dw.conv.weight[rows]
+        z = F.conv2d(y, weight, dw.conv.bias[rows], groups=weight.shape[0])
+        if dw.point is not None:
+            centre = y[..., 1:-1, 1:-1]
+            z = z + torch.addcmul(dw.point.bias[rows].view(1, -1, 1, 1), centre, dw.point.weight[rows].view(1, -1, 1, 1))
+            z = z + centre
+        out.append(z)
+    return out[0], out[1]
+
+
+def _expand_gate_project(bands: RowBands, x: torch.Tensor, spatial: PaddedDepthwiseExpand,
+                         project: nn.Conv2d | None, activation: Callable | None) -> torch.Tensor:
+    """``project(activation(a) * b)`` with ``a, b = spatial(pad1(x))`` (without ``project``: the gate
+    product), in row bands on large maps. ``x: (B, C, H, W)`` -> ``(B, C_out, H, W)``."""
+
+    def gated(padded_rows: torch.Tensor) -> torch.Tensor:
+        a, b = _halves(spatial, padded_rows)
+        product = (a if activation is None else activation(a)).mul_(b)
+        return product if project is None else project(product)
+
+    samples, _, h, w = x.shape
+    rows = bands.band_rows(x, h, w, spatial.expand.out_channels // 2)
+    padded = pad1(x)
+    if rows is None:
+        return gated(padded)
+    out_channels = spatial.expand.out_channels // 2 if project is None else project.out_channels
+    out = torch.empty((samples, out_channels, h, w), dtype=x.dtype, memory_format=torch.channels_last)
+    for n in range(samples):  # one sample at a time: a row band of it is one contiguous block
+        for top in range(0, h, rows):
+            out[n : n + 1, :, top : top + rows] = gated(padded[n : n + 1, :, top : top + rows + 2])
+    return out
+
+
+class CPUGatedConv(GatedConv, RowBands):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _tuned(x, self.spatial.expand.weight):
+            return super().forward(x)
+        return _expand_gate_project(self, x, self.spatial, self.project, None)
+
+
+class CPUGDFN(GDFN, RowBands):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _tuned(x, self.project.weight):
+            return super().forward(x)
+        return _expand_gate_project(self, x, self.spatial, self.project, F.gelu)
+
+
+class CPUWindowAttention(WindowAttention, RowBands):
+    """Window attention in bands of whole window rows on large maps (the qkv map of a large image
+    outgrows the cache)."""
+
+    def attend_windows(self, x: torch.Tensor, logit_scale: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        b, hp, wp, c = x.shape
+        rows = self.band_rows(x, hp, wp, 3 * c) if _tuned(x, self.qkv.weight) else None
+        if rows is None:
+            return super().attend_windows(x, logit_scale, attn_mask)
+        ws = self.window_size
+        rows = max(ws, rows // ws * ws)
+        per_row = (wp // ws) * self.num_heads  # mask groups of one row of windows (shifted blocks)
+        out = torch.empty_like(x)
+        for n in range(b):
+            for top in range(0, hp, rows):
+                band = x[n : n + 1, top : top + rows]
+                mask = attn_mask
+                if self.shift:
+                    mask = attn_mask[:, top // ws * per_row : (top + band.shape[1]) // ws * per_row]
+                out[n : n + 1, top : top + rows] = super().attend_windows(band, logit_scale, mask)
+        return out
+
+
+_SWAPS = {GatedConv: CPUGatedConv, GDFN: CPUGDFN, WindowAttention: CPUWindowAttention}
+
+
+def _is_pointwise(m: nn.Module) -> bool:
+    return (type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding == (0, 0)
+            and m.dilation == (1, 1) and m.groups == 1)  # fmt: skip
+
+
+def prepare_cpu_inference(model: nn.Module) -> nn.Module:
+    """Switch every HERSR inside ``model`` to the CPU-tuned kernels, in place; returns ``model``.
+
+    Idempotent; other networks in ``model`` are left alone.
+    """
+    for net in [m for m in model.modules() if isinstance(m, HERSR)]:
+        for module in net.modules():
+            if type(module) in _SWAPS:
+                module.__class__ = _SWAPS[type(module)]
+            elif _is_pointwise(module):
+                module.__class__ = OneDNNConv1x1
+            if isinstance(module, WindowAttention) and type(module.qkv) is nn.Linear:
+                module.qkv.__class__ = OneDNNLinear
+    return model

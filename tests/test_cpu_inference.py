@@ -1,0 +1,138 @@
+"""hersr_arch.cpu_inference: CPU-tuned kernels that keep the network file's numbers and keys."""
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch.profiler import profile
+
+from hersr_arch.archs import hersr_arch as arch
+from hersr_arch.cpu_inference import (
+    CPUGDFN,
+    CPUGatedConv,
+    CPUWindowAttention,
+    OneDNNConv1x1,
+    OneDNNLinear,
+    RowBands,
+    prepare_cpu_inference,
+)
+from hersr_arch.tools.launch_count import forward_launches
+from tests.conftest import perturb_, tiny_hersr
+
+pytestmark = pytest.mark.numerics
+
+
+def prepared_pair(**kwargs):
+    plain = perturb_(tiny_hersr(**kwargs)).eval().switch_to_deploy()
+    return plain, prepare_cpu_inference(copy.deepcopy(plain))
+
+
+def kernels(fn) -> set[str]:
+    with profile() as prof:
+        fn()
+    return {e.key for e in prof.events()}
+
+
+def tuned_calls(monkeypatch) -> dict:
+    """Counts the calls of the CPU-tuned expand -> gate -> project."""
+    from hersr_arch import cpu_inference
+
+    calls = {"n": 0}
+    tuned = cpu_inference._expand_gate_project
+
+    def counting(*args):
+        calls["n"] += 1
+        return tuned(*args)
+
+    monkeypatch.setattr(cpu_inference, "_expand_gate_project", counting)
+    return calls
+
+
+def test_prepared_model_has_the_same_keys_and_outputs(monkeypatch):
+    plain, fast = prepared_pair(depths=(2, 2, 1, 1), upscale=2)
+    assert plain.state_dict().keys() == fast.state_dict().keys()
+    kinds = {type(m) for m in fast.modules()}
+    assert {CPUGatedConv, CPUGDFN, CPUWindowAttention, OneDNNConv1x1, OneDNNLinear} <= kinds
+    x = torch.rand(2, 3, 29, 22, generator=torch.Generator().manual_seed(0))
+    calls = tuned_calls(monkeypatch)
+    n_gated = sum(isinstance(m, (CPUGatedConv, CPUGDFN)) for m in fast.modules())
+    with torch.no_grad():
+        expected = plain(x)
+        torch.testing.assert_close(fast(x), expected, atol=1e-5, rtol=1e-5)
+    assert calls["n"] == n_gated
+    # Under autograd (training) and autocast the network file's forward runs: same numbers.
+    torch.testing.assert_close(fast(x), expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast(x)
+    assert calls["n"] == n_gated
+    assert prepare_cpu_inference(fast) is fast  # idempotent
+
+
+def test_onednn_1x1_and_token_linear_keep_the_numbers():
+    """The 1x1 convs and the qkv projection run as ``aten::mkldnn_convolution`` on channels_last maps
+    in CPU inference, with nn.Conv2d's / nn.Linear's numbers."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(24, 40, 1)
+    linear = torch.nn.Linear(20, 60)
+    x = torch.randn(2, 24, 9, 11).contiguous(memory_format=torch.channels_last)
+    tokens = torch.randn(7, 64, 20)
+    with torch.no_grad():
+        expected, expected_tokens = conv(x), linear(tokens)
+        conv.__class__, linear.__class__ = OneDNNConv1x1, OneDNNLinear
+        assert "aten::mkldnn_convolution" in kernels(lambda: linear(tokens))
+        torch.testing.assert_close(conv(x), expected, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(linear(tokens), expected_tokens, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(conv(x, slice(8, 16)), expected[:, 8:16], atol=1e-6, rtol=1e-6)
+    assert conv(x).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_only_hersr_modules_are_switched():
+    other = torch.nn.Conv2d(4, 4, 1)
+    wrapper = torch.nn.ModuleDict({"other": other, "net": tiny_hersr()})
+    prepare_cpu_inference(wrapper)
+    assert type(other) is torch.nn.Conv2d and isinstance(wrapper["net"].stem[0], torch.nn.Conv2d)
+    assert any(isinstance(m, OneDNNConv1x1) for m in wrapper["net"].modules())
+
+
+def test_row_bands_keep_the_numbers(monkeypatch):
+    """Large maps run expand -> gate -> project and window attention in row bands: the same output as
+    whole maps (fp32: to oneDNN's summation order), shifted and plain windows, a batch of two."""
+    plain, fast = prepared_pair(depths=(2, 2, 1, 1), upscale=2)
+    x = torch.rand(2, 3, 29, 22, generator=torch.Generator().manual_seed(1))
+    calls = {"attend": 0}
+    attend = arch.WindowAttention.attend_windows
+
+    def counting(self, *args):
+        calls["attend"] += 1
+        return attend(self, *args)
+
+    monkeypatch.setattr(arch.WindowAttention, "attend_windows", counting)
+    n_attend = sum(isinstance(m, arch.WindowAttention) for m in fast.modules())
+    with torch.no_grad():
+        whole = fast(x)
+        assert calls["attend"] == n_attend
+        monkeypatch.setattr(RowBands, "band_above_bytes", 0)
+        monkeypatch.setattr(RowBands, "band_bytes", 3 * 22 * 8 * 4)  # 3 rows of the widest expanded map
+        calls["attend"] = 0
+        banded = fast(x)
+    assert calls["attend"] > 2 * n_attend
+    torch.testing.assert_close(banded, whole, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(banded, plain(x), atol=1e-5, rtol=1e-5)
+
+
+def test_counters_see_the_network_files_graph(monkeypatch):
+    plain, fast = prepared_pair()
+    monkeypatch.setattr(RowBands, "band_above_bytes", 0)
+    monkeypatch.setattr(RowBands, "band_bytes", 1)
+    assert forward_launches(fast, (24, 20)).counts == forward_launches(plain, (24, 20)).counts
+
+
+def test_the_network_file_has_no_cpu_kernels_or_switches():
+    """CPU-only code lives in hersr_arch/cpu_inference.py: the arch file, copied alone, is the design."""
+    source = Path(arch.__file__).read_text()
+    for needle in ("mkldnn", "onednn", "row band", "band_"):
+        assert needle not in source.lower(), needle
+    assert not re.search(r"^\s*global\s", source, re.MULTILINE)  # no module-level switches
