@@ -2,7 +2,7 @@
 """Write a benchmark folder (Set5, Set14, B100, Urban100, Manga109 layout) from HR images.
 
 For each scale s: <output>/GTmod{s}/<name>.png is the HR image cropped to a multiple of s and
-<output>/LRbicx{s}/<name>.png its MATLAB-style bicubic downscale, the folders BasicSR's test
+<output>/LRbicx{s}/<name>.png its downscale by MATLAB's imresize, bit for bit, the folders BasicSR's test
 option files read. Input files are never modified.
 
 Example:
@@ -27,10 +27,14 @@ def main(argv=None) -> int:
     parser.add_argument("--input", required=True, help="folder of HR images (not recursive)")
     parser.add_argument("--output", required=True, help="benchmark folder, e.g. datasets/benchmark/Set5")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4], help="scales (default 2 3 4)")
+    parser.add_argument("--border", choices=["mirror", "clamp"], default="mirror",
+                        help="MATLAB's rule for samples past the image border: 'mirror' (current MATLAB; "
+                        "EDSR's benchmark LR_bicubic files, the default) or 'clamp' (older MATLAB; RCAN's "
+                        "and SelfExSR's LR files)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        count = make_benchmark_layout(args.input, args.output, args.scales)
+        count = make_benchmark_layout(args.input, args.output, args.scales, border=args.border)
     except (OSError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     folders = ", ".join(f"GTmod{s}/LRbicx{s}" for s in args.scales)

@@ -9,7 +9,7 @@ from hersr_arch._compat import apply_torchvision_compat
 
 apply_torchvision_compat()
 
-from hersr_arch import archs, data, losses, models  # noqa: E402,F401  (registers everything)
+from hersr_arch import archs, data, losses, metrics, models  # noqa: E402,F401  (registers everything)
 from hersr_arch.archs.hersr_arch import HERSR, hersr_l, hersr_m, hersr_s  # noqa: E402
 
 __all__ = ["HERSR", "hersr_s", "hersr_m", "hersr_l"]

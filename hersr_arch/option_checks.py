@@ -237,6 +237,10 @@ def _check_paired_folders(ds: Mapping, gt: Path, lq: Path, scale: int, where: st
     _check_pair_sizes(pairs, scale, ds.get("phase", "train"), ds.get("gt_size"), where)
 
 
+# Datasets that pair GT and LQ files by name as BasicSR's PairedImageDataset does.
+PAIRED_TYPES = ("PairedImageDataset", "BenchmarkPairedDataset")
+
+
 def check_datasets(opt: Mapping) -> None:
     """Every dataset type is registered, its folders/LMDBs/meta files exist, and pairs fit the scale.
 
@@ -265,7 +269,7 @@ def check_datasets(opt: Mapping) -> None:
             path = _check_folder(root, f"{where}.{key}", backend)
             if backend == "lmdb":
                 lmdb_sizes[key] = _lmdb_meta(path, f"{where}.{key}")
-        if ds.get("type") != "PairedImageDataset" or not {"dataroot_gt", "dataroot_lq"} <= set(roots):
+        if ds.get("type") not in PAIRED_TYPES or not {"dataroot_gt", "dataroot_lq"} <= set(roots):
             continue
         phase = ds.get("phase", phase_key.split("_")[0])
         ds = {**ds, "phase": phase}

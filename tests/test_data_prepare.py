@@ -370,6 +370,14 @@ def test_scripts_run_and_report_errors(tmp_path, capsys):
     assert _script("prepare_benchmark").main(["--input", str(tmp_path / "hr"), "--output", str(tmp_path / "S"),
                                               "--scales", "2", "4"]) == 0
     assert _read(tmp_path / "S" / "LRbicx4" / "a.png").shape == (12, 9, 3)
+    # --border clamp: older MATLAB's rule, another outermost LR row and column than the default mirror
+    assert _script("prepare_benchmark").main(["--input", str(tmp_path / "hr"), "--output", str(tmp_path / "C"),
+                                              "--scales", "4", "--border", "clamp"]) == 0
+    gt, clamped = _read(tmp_path / "C" / "GTmod4" / "a.png"), _read(tmp_path / "C" / "LRbicx4" / "a.png")
+    np.testing.assert_array_equal(clamped, imresize(gt, 1 / 4, border="clamp"))
+    assert (clamped != _read(tmp_path / "S" / "LRbicx4" / "a.png")).any()
+    with pytest.raises(ValueError, match="border must be one of \\['mirror', 'clamp'\\], got 'wrap'"):
+        make_benchmark_layout(tmp_path / "hr", tmp_path / "W", scales=(2,), border="wrap", show_progress=False)
     lr = _script("generate_bicubic_lr")
     assert lr.main(["--input", str(tmp_path / "hr"), "--output", str(tmp_path / "lr" / "X{scale}"),
                     "--scale", "2", "3"]) == 0

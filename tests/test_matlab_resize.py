@@ -20,23 +20,33 @@ def crop_cases():
 
 @pytest.mark.parametrize(("name", "crop"), crop_cases(), ids=[name for name, _ in crop_cases()])
 def test_equals_matlab_made_lr(name, crop):
-    """Official LR crops (Set5, made by MATLAB from the 8-bit HR; see data/matlab_lr/README.md)."""
+    """Official LR crops (made by MATLAB from the 8-bit HR; see data/matlab_lr/README.md), with the
+    border rule of the MATLAB release that made them."""
     hr = cv2.imread(str(CROPS / f"{name}_hr.png"), cv2.IMREAD_UNCHANGED)
     official = cv2.imread(str(CROPS / f"{name}_lr.png"), cv2.IMREAD_UNCHANGED)
-    s, m = crop["scale"], crop["margins"]
+    s, m, border = crop["scale"], crop["margins"], crop["border"]
     inside = (slice(m["top"], official.shape[0] - m["bottom"]), slice(m["left"], official.shape[1] - m["right"]))
-    lr = imresize(hr, 1 / s)
+    lr = imresize(hr, 1 / s, border=border)
     assert lr.dtype == np.uint8 and lr.shape == official.shape
     np.testing.assert_array_equal(lr[inside], official[inside])
+    if 0 in m.values():  # a real image border: the other rule is off there
+        other = "clamp" if border == "mirror" else "mirror"
+        assert (imresize(hr, 1 / s, border=other)[inside] != official[inside]).any()
     # The crops tell the rules apart: one float pass with rounding at the end only is off on each.
     one_pass = np.clip(np.floor(imresize(hr.astype(np.float64), 1 / s) + 0.5), 0, 255).astype(np.uint8)
     assert (one_pass[inside] != official[inside]).any()
 
 
-def matlab_reference(img: np.ndarray, scale: float, integer_top: int | None) -> np.ndarray:
+def matlab_reference(img: np.ndarray, scale: float, integer_top: int | None, border: str = "mirror") -> np.ndarray:
     """MATLAB's algorithm written out pixel by pixel in Python floats (double precision, like MATLAB):
     rows first, then columns; between and after the passes, round half away and clip when
     ``integer_top`` is given. Slow, for small arrays only."""
+
+    def source(j: int, n: int) -> int:  # 1-based tap -> 0-based pixel
+        if border == "clamp":
+            return min(max(j, 1), n) - 1
+        j = (j - 1) % (2 * n)
+        return j if j < n else 2 * n - 1 - j
     def kernel(x):
         x = abs(x)
         if x <= 1:
@@ -60,7 +70,7 @@ def matlab_reference(img: np.ndarray, scale: float, integer_top: int | None) -> 
                     v = 0.0
                     for j, wj in zip(taps, w):
                         if wj != 0:
-                            v += wj / total * a[min(max(j, 1), n) - 1][x][c]
+                            v += wj / total * a[source(j, n)][x][c]
                     if integer_top is not None:
                         v = min(max(math.floor(v + 0.5) if v >= 0 else -math.floor(-v + 0.5), 0), integer_top)
                     row[-1].append(v)
@@ -94,8 +104,10 @@ def test_integer_rule_at_sharp_edges_odd_sizes_and_16_bits(scale, top, size):
     lr = imresize(img, 1 / scale)
     assert lr.dtype == img.dtype and lr.shape == (math.ceil(size[0] / scale), math.ceil(size[1] / scale), 3)
     np.testing.assert_array_equal(lr, matlab_reference(img, 1 / scale, top).astype(img.dtype))
-    unrounded = matlab_reference(img, 1 / scale, None)
-    assert unrounded.min() < 0 or unrounded.max() > top  # the image does overshoot, and is clipped
+    clamped = imresize(img, 1 / scale, border="clamp")
+    np.testing.assert_array_equal(clamped, matlab_reference(img, 1 / scale, top, "clamp").astype(img.dtype))
+    unrounded = [matlab_reference(img, 1 / scale, None, border) for border in ("mirror", "clamp")]
+    assert any(u.min() < 0 or u.max() > top for u in unrounded)  # the image does overshoot, and is clipped
     assert lr.min() >= 0 and lr.max() <= top
 
 
@@ -122,7 +134,8 @@ def test_rounding_is_half_away_from_zero_then_clipped():
     (np.zeros((2, 4, 4, 3), np.uint8), 0.5, ValueError, r"\(H, W\) or \(H, W, C\) image, got shape \(2, 4, 4, 3\)"),
     (np.zeros((4, 4), np.uint8), 0, ValueError, "positive finite scale, got 0"),
     (np.zeros((0, 4), np.uint8), 0.5, ValueError, "leaves no pixels"),
+    (np.zeros((4, 4), np.uint8), 0.5, ValueError, "border must be one of \\['mirror', 'clamp'\\], got 'wrap'"),
 ])  # fmt: skip
 def test_bad_input_is_refused_in_a_sentence(img, scale, error, match):
     with pytest.raises(error, match=match):
-        imresize(img, scale)
+        imresize(img, scale, border="wrap" if "border" in match else "mirror")

@@ -31,7 +31,7 @@ def test_option_file_parses_and_networks_build(path, monkeypatch, tmp_path):
     if "network_d" in opt:
         build_network(dict(opt["network_d"]))
     for phase, dataset in opt["datasets"].items():
-        assert dataset["type"] in {"PairedImageDataset", "HERSRDegradationDataset"}, phase
+        assert dataset["type"] in {"PairedImageDataset", "BenchmarkPairedDataset", "HERSRDegradationDataset"}, phase
     if "bicubic" in path.name:  # the literature's row: MATLAB bicubic, no weights
         assert opt["network_g"]["type"] == "MATLABBicubic" and not opt["path"].get("pretrain_network_g")
     elif path.name.startswith("test"):

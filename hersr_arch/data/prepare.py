@@ -40,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hersr_arch._compat import apply_torchvision_compat
-from hersr_arch.data.matlab_resize import imresize
+from hersr_arch.data.matlab_resize import BORDERS, imresize
 
 apply_torchvision_compat()
 
@@ -191,11 +191,12 @@ def _progress(items: Iterable, total: int, desc: str, show: bool):
 # ---------------------------------------------------------------------------------------------
 
 
-def bicubic_downscale(img: np.ndarray, scale: int) -> np.ndarray:
+def bicubic_downscale(img: np.ndarray, scale: int, border: str = "mirror") -> np.ndarray:
     """Downscale an 8- or 16-bit image by ``scale`` exactly as MATLAB's ``imresize(img, 1/scale,
     'bicubic')`` does (antialiased; integer rounding between the two passes, see
     :mod:`hersr_arch.data.matlab_resize`). The output size is ``ceil(H / scale)`` by
-    ``ceil(W / scale)``, as in MATLAB; mod-crop first to get exactly ``H / scale``.
+    ``ceil(W / scale)``, as in MATLAB; mod-crop first to get exactly ``H / scale``. ``border``:
+    ``'mirror'`` (current MATLAB, EDSR's benchmark LR) or ``'clamp'`` (older MATLAB releases).
 
     Args:
         img: (H, W) or (H, W, C) array, uint8 or uint16, any channel order.
@@ -203,7 +204,7 @@ def bicubic_downscale(img: np.ndarray, scale: int) -> np.ndarray:
     """
     scale = _check_scale(scale)
     _max_value(img)  # 8 or 16 bits, else a clear error
-    return imresize(img, 1 / scale)
+    return imresize(img, 1 / scale, border)
 
 
 def _resolve_mod(mod_crop, scale: int) -> int:
@@ -372,7 +373,7 @@ def extract_subimages(
 
 
 def _write_benchmark_image(name: str, img: np.ndarray, out_dir: Path, scales: Sequence[int],
-                           compression: int = 3) -> None:
+                           compression: int = 3, border: str = "mirror") -> None:
     """Write ``GTmod{s}/<name>.png`` and ``LRbicx{s}/<name>.png`` for each scale."""
     _max_value(img, name)
     for s in scales:
@@ -380,11 +381,11 @@ def _write_benchmark_image(name: str, img: np.ndarray, out_dir: Path, scales: Se
         if gt.shape[0] < s or gt.shape[1] < s:
             raise ValueError(f"Image {name!r} of size {img.shape[1]}x{img.shape[0]} is too small for scale {s}.")
         _write_image(gt, out_dir / f"GTmod{s}" / f"{name}.png", compression)
-        _write_image(bicubic_downscale(gt, s), out_dir / f"LRbicx{s}" / f"{name}.png", compression)
+        _write_image(bicubic_downscale(gt, s, border), out_dir / f"LRbicx{s}" / f"{name}.png", compression)
 
 
 def make_benchmark_layout(hr_dir, out_dir, scales: Sequence[int] = (2, 3, 4), *,
-                          show_progress: bool = True) -> int:
+                          border: str = "mirror", show_progress: bool = True) -> int:
     """Write a benchmark folder (the Set5/Set14/B100/Urban100/Manga109 layout) from HR images.
 
     For each scale ``s``: ``out_dir/GTmod{s}/<name>.png`` is the HR image cropped (top-left
@@ -396,12 +397,16 @@ def make_benchmark_layout(hr_dir, out_dir, scales: Sequence[int] = (2, 3, 4), *,
         hr_dir: folder of HR images (read only, not recursive); 8- or 16-bit.
         out_dir: output folder (e.g. ``datasets/benchmark/Set5``), must differ from ``hr_dir``.
         scales: scales to prepare, each from 1 to 8.
+        border: ``'mirror'`` (current MATLAB: EDSR's benchmark LR, bit for bit) or ``'clamp'``
+            (older MATLAB: RCAN's and SelfExSR's LR files), see :mod:`hersr_arch.data.matlab_resize`.
         show_progress: draw a tqdm progress bar.
 
     Returns:
         The number of HR images processed.
     """
     scales = _check_scales(scales)
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {list(BORDERS)}, got {border!r}.")
     hr_path = _check_input_dir(hr_dir, "HR")
     out_path = _check_output_dir(out_dir, hr_path, "output folder")
     images = list_images(hr_path)
@@ -411,7 +416,7 @@ def make_benchmark_layout(hr_dir, out_dir, scales: Sequence[int] = (2, 3, 4), *,
         raise ValueError(f"Several images in {str(hr_path)!r} share the name(s) {duplicates}; "
                          "outputs are all written as PNG, so names must be unique without extension.")
     for path in _progress(images, len(images), "benchmark", show_progress):
-        _write_benchmark_image(path.stem, _read_image(path), out_path, scales)
+        _write_benchmark_image(path.stem, _read_image(path), out_path, scales, border=border)
     return len(images)
 
 
