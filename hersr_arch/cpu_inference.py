@@ -16,7 +16,7 @@ What it changes (timings in benchmarks/RESULTS.md and the git history):
   does not. The qkv projection runs the same way, as a 1x1 conv over a view of the tokens.
 - **expand -> gate -> project in parts.** The expansion's two channel halves are computed apart
   (element-wise ops on a channel half of one channels_last map read it strided), and the gate
-  product is written into its fresh first operand.
+  product is written into its fresh first operand; so are the blocks' residual adds.
 - **Row bands on large maps.** Once one expanded half of a map outgrows the last-level cache,
   every element-wise pass over it runs at memory speed. Above ``band_above_bytes`` the map is
   processed in bands of about ``band_bytes`` per half: exact, since each band reads its halo rows
@@ -35,6 +35,8 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from hersr_arch.archs.hersr_arch import (
     GDFN,
     HERSR,
+    ContextPath,
+    DualPathBlock,
     GatedConv,
     PaddedDepthwiseExpand,
     WindowAttention,
@@ -148,11 +150,11 @@ class CPUWindowAttention(WindowAttention, RowBands):
     """Window attention in bands of whole window rows on large maps (the qkv map of a large image
     outgrows the cache)."""
 
-    def attend_windows(self, x: torch.Tensor, logit_scale: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def attend_windows(self, x: torch.Tensor, qk_scale: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         b, hp, wp, c = x.shape
         rows = self.band_rows(x, hp, wp, 3 * c) if _tuned(x, self.qkv.weight) else None
         if rows is None:
-            return super().attend_windows(x, logit_scale, attn_mask)
+            return super().attend_windows(x, qk_scale, attn_mask)
         ws = self.window_size
         rows = max(ws, rows // ws * ws)
         per_row = (wp // ws) * self.num_heads  # mask groups of one row of windows (shifted blocks)
@@ -163,11 +165,38 @@ class CPUWindowAttention(WindowAttention, RowBands):
                 mask = attn_mask
                 if self.shift:
                     mask = attn_mask[:, top // ws * per_row : (top + band.shape[1]) // ws * per_row]
-                out[n : n + 1, top : top + rows] = super().attend_windows(band, logit_scale, mask)
+                out[n : n + 1, top : top + rows] = super().attend_windows(band, qk_scale, mask)
         return out
 
 
-_SWAPS = {GatedConv: CPUGatedConv, GDFN: CPUGDFN, WindowAttention: CPUWindowAttention}
+class CPUContextPath(ContextPath):
+    """Both residual adds written into the fresh update (one map-sized allocation less each)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _tuned(x, x):
+            return super().forward(x)
+        t = x.permute(0, 2, 3, 1)
+        t = self.attn(self.norm_attn(t)).add_(t)
+        x = t.permute(0, 3, 1, 2)
+        return self.ffn(self.norm_ffn(x)).add_(x)
+
+
+class CPUDualPathBlock(DualPathBlock):
+    """The residual add written into the fresh update."""
+
+    def forward(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
+        if not _tuned(x, x):
+            return super().forward(x, local_hint)
+        return self.update(x, local_hint).add_(x)
+
+
+_SWAPS = {
+    GatedConv: CPUGatedConv,
+    GDFN: CPUGDFN,
+    WindowAttention: CPUWindowAttention,
+    ContextPath: CPUContextPath,
+    DualPathBlock: CPUDualPathBlock,
+}
 
 
 def _is_pointwise(m: nn.Module) -> bool:

@@ -429,9 +429,9 @@ class WindowAttention(nn.Module):
         self._terms_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _attn_terms(self, hp: int, wp: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The logit scale ``exp(min(logit_scale, log 100))`` as ``(1, 1, heads, 1)``, and the relative
-        position bias (+ shift mask) as one float mask: ``(1, heads, L, L)`` or ``(1, nW * heads, L, L)``
-        for a shifted block on a ``(hp, wp)`` map.
+        """The scales of q and k (``exp(min(logit_scale, log 100))`` and 1) as ``(2, heads, 1)``, and the
+        relative position bias (+ shift mask) as one float mask: ``(1, heads, L, L)`` or
+        ``(1, nW * heads, L, L)`` for a shifted block on a ``(hp, wp)`` map.
 
         Without gradients (inference) both are cached per size and parameter version: they depend on
         the weights and the map size only, and the mask over all windows costs as much as the
@@ -442,7 +442,8 @@ class WindowAttention(nn.Module):
         cacheable = not torch.is_grad_enabled() and not _is_tracing()
         if cacheable and key in self._terms_cache:
             return self._terms_cache[key]
-        scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().view(1, 1, -1, 1).to(dtype)
+        scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().view(1, -1, 1)
+        scale = torch.cat((scale, torch.ones_like(scale))).to(dtype)
         length, heads = self.window_size**2, self.num_heads
         bias = self.rel_pos_table[self.rel_pos_index.view(-1)].view(length, length, heads)
         bias = bias.permute(2, 0, 1).to(dtype)  # (heads, L, L)
@@ -469,21 +470,20 @@ class WindowAttention(nn.Module):
             out = torch.roll(out, (self.shift, self.shift), (1, 2))
         return out[:, :h, :w]
 
-    def attend_windows(self, x: torch.Tensor, logit_scale: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def attend_windows(self, x: torch.Tensor, qk_scale: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         """Attention within the windows of ``x: (B, H, W, C)`` (padded, and rolled if shifted; ``H``,
-        ``W`` window multiples), with ``logit_scale`` and ``attn_mask`` from :meth:`_attn_terms` (for a
+        ``W`` window multiples), with ``qk_scale`` and ``attn_mask`` from :meth:`_attn_terms` (for a
         shifted block, the masks of exactly these windows) -> ``(B, H, W, C)``."""
         b, hb, wp, c = x.shape
         ws, heads = self.window_size, self.num_heads
         windows = window_partition(x, ws)  # (B*nW, L, C)
         n_win, length = windows.shape[:2]
         qkv = self.qkv(windows).view(n_win, length, 3, heads, c // heads)
-        # Cosine attention: q and k normalised together, in this layout (head dim contiguous); q also
-        # carries the logit scale.
+        # Cosine attention: unit q and k, q also carrying the logit scale, in one pass over both in
+        # this layout (head dim contiguous).
         qk = qkv[:, :, :2]
-        qk = qk / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-6)
-        q = (qk[:, :, 0] * logit_scale).transpose(1, 2)
-        k, v = qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+        qk = qk * (qk_scale / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-6))
+        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
         if self.shift:  # one mask per window: fold windows into the head axis of a 4-D batch
             groups = attn_mask.shape[1]
             d = c // heads
@@ -698,13 +698,17 @@ class DualPathBlock(nn.Module):
         self._register_load_state_dict_pre_hook(self._fold_saved_project)
 
     def forward(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
+        return x + self.update(x, local_hint)
+
+    def update(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
+        """The residual update ``scale * fuse([local(x + hint); context(x)])``: ``(B, C, H, W)``."""
         paths = []
         if self.local is not None:
             paths.append(self.local(x if local_hint is None else x + local_hint))
         if self.context is not None:
             paths.append(self.context(x))
         update = self.fuse(torch.cat(paths, 1) if len(paths) > 1 else paths[0])
-        return x + (update if self.scale is None else self.scale * update)
+        return update if self.scale is None else self.scale * update
 
     @torch.no_grad()
     def reparameterize(self) -> None:

@@ -56,10 +56,14 @@ def network_cost(network: dict[str, str], scale: int) -> tuple[float | None, flo
 
 
 def preset_table(scale: int = 4, height: int = 180, width: int = 320) -> str:
-    """Markdown table: params (train graph / deployed) and deployed GMACs for each preset."""
+    """Markdown table: params (train graph / deployed), deployed GMACs and deployed kernel launches
+    per forward (``hersr_arch.tools.launch_count``) for each preset."""
+    from hersr_arch.tools.launch_count import forward_launches
+
     rows = [
-        f"| preset | params (train) | params (deployed) | GMACs, x{scale} at {width}x{height} input |",
-        "| --- | ---: | ---: | ---: |",
+        f"| preset | params (train) | params (deployed) | GMACs, x{scale} at {width}x{height} input "
+        "| kernel launches per forward (deployed) |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name, build in PRESETS.items():
         torch.manual_seed(0)
@@ -68,6 +72,6 @@ def preset_table(scale: int = 4, height: int = 180, width: int = 320) -> str:
         model.switch_to_deploy()
         rows.append(
             f"| `{name}` | {train_params / 1e6:.3f}M | {count_params(model) / 1e6:.3f}M "
-            f"| {count_macs(model, height, width) / 1e9:.1f} |"
+            f"| {count_macs(model, height, width) / 1e9:.1f} | {forward_launches(model, (height, width)).total} |"
         )
     return "\n".join(rows) + "\n"
