@@ -11,6 +11,8 @@ from torch.profiler import profile
 from hersr_arch.archs import hersr_arch as arch
 from hersr_arch.cpu_inference import (
     CPUGDFN,
+    CPUContextPath,
+    CPUDualPathBlock,
     CPUGatedConv,
     CPUWindowAttention,
     OneDNNConv1x1,
@@ -54,7 +56,8 @@ def test_prepared_model_has_the_same_keys_and_outputs(monkeypatch):
     plain, fast = prepared_pair(depths=(2, 2, 1, 1), upscale=2)
     assert plain.state_dict().keys() == fast.state_dict().keys()
     kinds = {type(m) for m in fast.modules()}
-    assert {CPUGatedConv, CPUGDFN, CPUWindowAttention, OneDNNConv1x1, OneDNNLinear} <= kinds
+    assert {CPUGatedConv, CPUGDFN, CPUWindowAttention, CPUContextPath, CPUDualPathBlock, OneDNNConv1x1,
+            OneDNNLinear} <= kinds
     x = torch.rand(2, 3, 29, 22, generator=torch.Generator().manual_seed(0))
     calls = tuned_calls(monkeypatch)
     n_gated = sum(isinstance(m, (CPUGatedConv, CPUGDFN)) for m in fast.modules())
