@@ -94,19 +94,10 @@ class RowBands:
 
 def _halves(spatial: PaddedDepthwiseExpand, padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``spatial(padded)``, each channel half computed on its own: two ``(B, hidden / 2, H, W)``."""
-    dw = spatial.dwconv
     half = spatial.expand.out_channels // 2
-    out = []
-    for rows in (slice(0, half), slice(half, 2 * half)):
-        y = spatial.expand(padded, rows)
-        weight = dw.conv.weight[rows]
-        z = F.conv2d(y, weight, dw.conv.bias[rows], groups=weight.shape[0])
-        if dw.point is not None:
-            centre = y[..., 1:-1, 1:-1]
-            z = z + torch.addcmul(dw.point.bias[rows].view(1, -1, 1, 1), centre, dw.point.weight[rows].view(1, -1, 1, 1))
-            z = z + centre
-        out.append(z)
-    return out[0], out[1]
+    first, second = slice(0, half), slice(half, 2 * half)
+    return (spatial.dwconv(spatial.expand(padded, first), first),
+            spatial.dwconv(spatial.expand(padded, second), second))  # fmt: skip
 
 
 def _expand_gate_project(bands: RowBands, x: torch.Tensor, spatial: PaddedDepthwiseExpand,

@@ -32,7 +32,7 @@ def test_bench_and_proxy_produce_a_report(tmp_path):
         report["models"]["EDSR-baseline"])
     assert report["models"]["SPAN-48"]["launches_24x16"] == report["models"]["SPAN-48"]["launches_40x32"] > 0
     assert set(report["train_step_launches"]) == {"hersr_s (train graph)", "SPAN-48"}
-    assert "Kernel-launching ops of one training step" in text
+    assert "Kernel-launching ops of one training step" in text and "Command: `hersr bench --models" in text
     met = {text: ok for text, _, _, ok in check_targets(report)}
     assert met["hersr_s params after deploy <= 0.6M"] is True
     assert met["hersr_m latency <= 0.5x RealPLKSR"] is None  # not measured in this run

@@ -26,8 +26,10 @@ from tests.conftest import perturb_, tiny_hersr
 pytestmark = pytest.mark.numerics
 
 
-def prepared_pair(**kwargs):
-    plain = perturb_(tiny_hersr(**kwargs)).eval().switch_to_deploy()
+def prepared_pair(deploy: bool = True, **kwargs):
+    plain = perturb_(tiny_hersr(**kwargs)).eval()
+    if deploy:
+        plain.switch_to_deploy()
     return plain, prepare_cpu_inference(copy.deepcopy(plain))
 
 
@@ -52,8 +54,11 @@ def tuned_calls(monkeypatch) -> dict:
     return calls
 
 
-def test_prepared_model_has_the_same_keys_and_outputs(monkeypatch):
-    plain, fast = prepared_pair(depths=(2, 2, 1, 1), upscale=2)
+@pytest.mark.parametrize("deploy", [True, False], ids=["deployed", "train-graph"])
+def test_prepared_model_has_the_same_keys_and_outputs(monkeypatch, deploy):
+    """Deployed, and the train graph in eval (reparameterizable branches, projections and layer
+    scales still apart, as the bench times it)."""
+    plain, fast = prepared_pair(deploy, depths=(2, 2, 1, 1), upscale=2)
     assert plain.state_dict().keys() == fast.state_dict().keys()
     kinds = {type(m) for m in fast.modules()}
     assert {CPUGatedConv, CPUGDFN, CPUWindowAttention, CPUContextPath, CPUDualPathBlock, OneDNNConv1x1,
@@ -139,3 +144,17 @@ def test_the_network_file_has_no_cpu_kernels_or_switches():
     for needle in ("mkldnn", "onednn", "row band", "band_"):
         assert needle not in source.lower(), needle
     assert not re.search(r"^\s*global\s", source, re.MULTILINE)  # no module-level switches
+
+
+def test_basicsr_model_on_the_cpu_runs_the_cpu_kernels():
+    """HERSRModel switches its networks once, when built on the CPU (validation and `basicsr test`)."""
+    from hersr_arch.models.hersr_model import HERSRModel
+    from tests.conftest import TINY
+
+    opt = {"name": "cpu_kernels", "model_type": "HERSRModel", "scale": 2, "num_gpu": 0, "is_train": False,
+           "dist": False, "network_g": {"type": "HERSR", "upscale": 2, **TINY}, "path": {"pretrain_network_g": None}}
+    model = HERSRModel(opt)
+    assert any(isinstance(m, CPUGatedConv) for m in model.net_g.modules())
+    model.lq = torch.rand(1, 3, 12, 10)
+    model.test()
+    assert model.output.shape == (1, 3, 24, 20)

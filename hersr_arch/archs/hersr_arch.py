@@ -323,14 +323,17 @@ class RepDepthwise3x3(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, groups=channels)
         self.point = None if deploy else nn.Conv2d(channels, channels, 1, groups=channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
+    def forward(self, x: torch.Tensor, channels: slice = slice(None)) -> torch.Tensor:
+        """``channels``: the range of this module's channels that ``x`` holds (their weights only)."""
+        weight = self.conv.weight[channels]
+        y = F.conv2d(x, weight, self.conv.bias[channels], groups=weight.shape[0])
         if self.point is not None:
             # The per-channel 1x1 as an affine: the same numbers, but a grouped 1x1 conv's CPU
             # backward loops over the groups (one small conv per channel).
             centre = x[..., 1:-1, 1:-1]
-            y = y + torch.addcmul(self.point.bias.view(1, -1, 1, 1), centre, self.point.weight.view(1, -1, 1, 1))
-            y = y + centre
+            scale = self.point.weight[channels].view(1, -1, 1, 1)
+            shift = self.point.bias[channels].view(1, -1, 1, 1)
+            y = y + torch.addcmul(shift, centre, scale) + centre
         return y
 
     @torch.no_grad()

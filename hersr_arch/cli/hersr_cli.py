@@ -7,6 +7,7 @@ the user can fix, which ``main`` prints as one line (``hersr <name>: error: ...`
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,6 +109,7 @@ def run_bench(args: argparse.Namespace) -> int:
     markdown, report = "", {}
     if not args.proxy_only:
         report = run_bench(config, log)
+        report["command"] = shlex.join(["hersr", *sys.argv[1:]])
         if not report["models"]:
             raise CommandError(f"no model matched --models {args.models}")
         markdown = render_markdown(report)

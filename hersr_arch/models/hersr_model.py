@@ -66,6 +66,10 @@ class HERSRModel(SRModel):
             if opt.get(key) is not None:
                 check_network_options(opt[key], key)
         super().__init__(opt)
+        if self.device.type == "cpu":  # CPU kernels for inference; training keeps the plain forward
+            for net in (self.net_g, getattr(self, "net_g_ema", None)):
+                if net is not None:
+                    prepare_cpu_inference(net)
 
     def init_training_settings(self):
         train_opt = self.opt["train"]
@@ -279,8 +283,6 @@ class HERSRModel(SRModel):
 
     def test(self):
         net = self.net_g_ema if hasattr(self, "net_g_ema") else self.net_g
-        if self.device.type == "cpu":  # CPU kernels for inference; training keeps the plain forward
-            prepare_cpu_inference(net)
         was_training = net.training
         net.eval()
         val_opt = self.opt.get("val") or {}

@@ -508,6 +508,7 @@ def render_markdown(report: dict) -> str:
         + (f" · GPU {report['gpu']}" if report["gpu"] else " · no GPU")
         + f" · {report['rounds']} interleaved rounds · fp32 matmul {report['matmul_gflops']:.1f} GFLOP/s"
         + f" · THP_MEM_ALLOC_ENABLE={report.get('thp_alloc', 'unset')}",
+        *([f"Command: `{report['command']}`"] if report.get("command") else []),
         "",
         "MACs for a 320x180 input at x4 (1280x720 output), counted by `torch.utils.flop_counter` with attention "
         "on the math backend (FFTs not counted). Latency: median over rounds, `torch.inference_mode`, batch 1. "

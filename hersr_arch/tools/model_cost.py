@@ -8,6 +8,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from hersr_arch.archs.hersr_arch import hersr_l, hersr_m, hersr_s
+from hersr_arch.tools.launch_count import forward_launches
 
 PRESETS = {"hersr_s": hersr_s, "hersr_m": hersr_m, "hersr_l": hersr_l}
 
@@ -58,8 +59,6 @@ def network_cost(network: dict[str, str], scale: int) -> tuple[float | None, flo
 def preset_table(scale: int = 4, height: int = 180, width: int = 320) -> str:
     """Markdown table: params (train graph / deployed), deployed GMACs and deployed kernel launches
     per forward (``hersr_arch.tools.launch_count``) for each preset."""
-    from hersr_arch.tools.launch_count import forward_launches
-
     rows = [
         f"| preset | params (train) | params (deployed) | GMACs, x{scale} at {width}x{height} input "
         "| kernel launches per forward (deployed) |",

@@ -191,7 +191,7 @@ def collect_runs(inputs: Sequence[str | os.PathLike], warn=None) -> list[LogResu
         raise ResultsTableError(f"no validation results in the logs under {', '.join(map(str, inputs))}")
 
     def row_key(run: LogResults) -> tuple:
-        return (run.scale is None, run.scale or 0, run.model.lower() != "bicubic", first_seen[run.experiment])
+        return (run.scale is None, run.scale or 0, not _is_bicubic(run.model), first_seen[run.experiment])
 
     return sorted(latest.values(), key=row_key)
 
