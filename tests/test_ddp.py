@@ -32,6 +32,7 @@ import torch.distributed as dist
 from helpers import (
     basicsr_train_options,
     finish_cli,
+    free_port,
     logged_losses,
     start_cli,
     write_paired_dataset,
@@ -107,3 +108,19 @@ def test_ranks_agree_to_skip_a_step_that_is_non_finite_on_any_rank(monkeypatch):
     monkeypatch.setattr(dist, "all_reduce", lambda tensor, op: tensor)  # every rank finite
     assert HERSRModel._loss_is_finite(model, torch.tensor(0.5)) is True
     assert HERSRModel._loss_is_finite(SimpleNamespace(opt={"dist": False}), torch.tensor(float("nan"))) is False
+
+
+def test_a_finished_run_closes_its_process_group(monkeypatch):
+    """BasicSR leaves the process group open; ranks exiting while another still uses it can abort.
+    ``basicsr train`` closes it after the pipeline returns."""
+    from hersr_arch.cli import basicsr_cli
+
+    def pipeline(root_path):
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+
+    monkeypatch.setattr(basicsr_cli.basicsr.train, "train_pipeline", pipeline)
+    monkeypatch.setattr(basicsr_cli, "patch_basicsr_for_cpu", lambda: None)
+    monkeypatch.setattr(basicsr_cli, "patch_basicsr_for_reliability", lambda: None)
+    monkeypatch.setattr(basicsr_cli, "_option_path", lambda rest: None)
+    assert basicsr_cli.main(["train"]) == 0
+    assert not dist.is_initialized()

@@ -332,6 +332,20 @@ def preflight(opt: dict, command: str, args: Sequence[str], root_path: str) -> N
     check_options(opt, command, root_path, resuming=resuming)
 
 
+def close_process_group() -> None:
+    """End a distributed run cleanly: wait for every rank, then tear the process group down.
+
+    BasicSR leaves the group open. A rank that exits while another still saves its last checkpoint
+    through the group can abort in gloo's threads ("terminate called without an active exception",
+    exit -6), failing a run that finished.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``basicsr train|test``; BasicSR parses the arguments after the command."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -365,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             basicsr.train.train_pipeline(root_path)
         else:
             basicsr.test.test_pipeline(root_path)
+        close_process_group()
     except (OptionFileError, OptionError) as e:
         print(f"basicsr {command}: error: {e}", file=sys.stderr)
         return 2
