@@ -7,12 +7,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["hersr_arch", "hersr_arch.*"]),
+    package_data={"hersr_arch.bench": ["targets.json"]},
     python_requires=">=3.10",
     install_requires=[
         "torch",
         "torchvision",
         "basicsr==1.4.2",
-        "einops",
         "opencv-python",
         "numpy",
         "lmdb",

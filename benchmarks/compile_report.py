@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hersr_arch.archs.hersr_arch import hersr_l, hersr_m, hersr_s  # noqa: E402
 
-PRESETS = {"hersr_s": hersr_s, "hersr_m": hersr_m, "hersr_l": hersr_l}
+PRESET_BUILDERS = {"hersr_s": hersr_s, "hersr_m": hersr_m, "hersr_l": hersr_l}
 AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -86,7 +86,7 @@ def train_row(name, model, size, backend, device, amp) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["hersr_s"], choices=list(PRESETS))
+    parser.add_argument("--presets", nargs="+", default=["hersr_s"], choices=list(PRESET_BUILDERS))
     parser.add_argument("--backend", default="aot_eager", help="torch.compile backend (default aot_eager)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--amp", default="fp32", choices=list(AMP), help="autocast dtype (default fp32)")
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for name in args.presets:
         torch.manual_seed(0)
-        model = PRESETS[name](upscale=4).eval().to(args.device)
+        model = PRESET_BUILDERS[name](upscale=4).eval().to(args.device)
         h, w = args.sizes[0]
         graphs, breaks, reasons = explain(model, torch.rand(1, model.num_in_ch, h, w, device=args.device))
         lines.append(f"| {name} | {graphs} | {breaks} | {'; '.join(reasons) or '-'} |")

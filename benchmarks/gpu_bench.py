@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from hersr_arch.tools.bench import Entry, all_entries, build, build_trainable  # noqa: E402
-from hersr_arch.tools.launch_count import forward_launches  # noqa: E402
+from hersr_arch.bench.harness import Entry, all_entries, build, build_trainable  # noqa: E402
+from hersr_arch.bench.launch_count import forward_launches  # noqa: E402
 
 MODELS = ("hersr_s (deployed)", "hersr_m (deployed)", "SPAN-48", "Compact", "SAFMN", "RealPLKSR")
 TRAIN_MODELS = ("hersr_s (train graph)", "SPAN-48")

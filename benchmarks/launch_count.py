@@ -3,7 +3,7 @@
     python benchmarks/launch_count.py                       # every model, 96x96 and 320x180
     python benchmarks/launch_count.py --models "hersr_s (deployed)" SPAN-48 --top 15
 
-The count is the one `hersr bench` reports (see hersr_arch/tools/launch_count.py): ATen ops that run
+The count is the one `hersr bench` reports (see hersr_arch/bench/launch_count.py): ATen ops that run
 a kernel, views and allocations excluded; it does not depend on the machine. `--top N` lists each
 model's N most frequent ops, the place to start cutting.
 """
@@ -12,8 +12,8 @@ import argparse
 
 import torch
 
-from hersr_arch.tools.bench import LAUNCH_SIZES, TRAIN_STEP_MODELS, all_entries, build, build_trainable
-from hersr_arch.tools.launch_count import forward_launches, training_step_launches
+from hersr_arch.bench.harness import LAUNCH_SIZES, TRAIN_STEP_MODELS, all_entries, build, build_trainable
+from hersr_arch.bench.launch_count import forward_launches, training_step_launches
 
 
 def main() -> None:

@@ -7,7 +7,7 @@
 import argparse
 from pathlib import Path
 
-from hersr_arch.tools.model_cost import preset_table
+from hersr_arch.bench.model_cost import preset_table
 
 START, END = "<!-- preset-table:start -->", "<!-- preset-table:end -->"
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -1,6 +1,6 @@
 """Small helpers for end-to-end tests: tiny paired data, option files, the CLI in a subprocess, logs.
 
-A plain module (not a conftest), imported by the tests as ``from helpers import ...``.
+A plain module (not a conftest), imported by the tests as ``from tests.helpers import ...``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.conftest import tiny_hersr
+from tests.networks import tiny_hersr
 
 GRID = [
     dict(freq_split="haar"),

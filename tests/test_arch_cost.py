@@ -3,8 +3,8 @@
 import pytest
 
 from hersr_arch.archs.hersr_arch import hersr_s
-from hersr_arch.tools.model_cost import count_macs
-from tests.conftest import tiny_hersr
+from hersr_arch.bench.model_cost import count_macs
+from tests.networks import tiny_hersr
 
 
 @pytest.mark.parametrize("build", [lambda: tiny_hersr(moe_routing="token"), hersr_s], ids=["tiny", "hersr_s"])

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from hersr_arch.archs.hersr_arch import ModulatedConv, bicubic_phases
-from tests.conftest import perturb_, tiny_hersr
+from tests.networks import perturb_, tiny_hersr
 
 pytestmark = pytest.mark.numerics
 
@@ -225,28 +225,14 @@ def test_msg_outputs_in_train_only(scale):
         ("noise", torch.randn(1, 3, 24, 24) * 4),
     ],
 )
-def test_no_nan_or_inf_under_bf16_autocast(name, x):
-    model = perturb_(tiny_hersr(use_prompt=True)).eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(x)
-    assert torch.isfinite(out).all(), name
-    model.train()
+def test_bf16_training_step_has_finite_gradients(name, x):
+    """Eval outputs on extreme inputs are checked in test_numerics; here, a training step's gradients."""
+    model = perturb_(tiny_hersr(use_prompt=True)).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)
         loss = out.float().mean() + model.aux_loss
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-
-
-def test_attention_logit_scale_is_clamped():
-    model = tiny_hersr()
-    attn = model.encoder[0].blocks[0].context.attn
-    with torch.no_grad():
-        attn.logit_scale.fill_(50.0)  # exp(50) unclamped would overflow bf16 logits
-        model.eval()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = perturb_(model)(torch.rand(1, 3, 16, 16))
-    assert torch.isfinite(out).all()
 
 
 def test_modulated_conv_local_style_equals_modulating_the_resized_source():

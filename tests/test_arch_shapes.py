@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hersr_arch.archs.hersr_arch import HERSR, hersr_l, hersr_m, hersr_s
-from tests.conftest import tiny_hersr
+from tests.networks import tiny_hersr
 
 SIZES = [(1, 1), (7, 5), (67, 45), (16, 16), (64, 96), (72, 8)]  # 72x8: 1-px-wide bottleneck > train_size
 

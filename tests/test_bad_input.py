@@ -24,7 +24,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import (
+
+from hersr_arch.archs.hersr_arch import HERSR
+from hersr_arch.cli import basicsr_cli
+from hersr_arch.loading import CheckpointError, load_hersr
+from hersr_arch.models.hersr_model import HERSRModel
+from hersr_arch.option_checks import OptionError, check_network_options
+from tests.helpers import (
     PACKAGE_ROOT,
     TINY_MSRRESNET,
     basicsr_test_options,
@@ -36,13 +42,7 @@ from helpers import (
     write_yaml,
     yaml_network,
 )
-
-from hersr_arch.archs.hersr_arch import HERSR
-from hersr_arch.cli import basicsr_cli
-from hersr_arch.loading import CheckpointError, load_hersr
-from hersr_arch.models.hersr_model import HERSRModel
-from hersr_arch.option_checks import OptionError, check_network_options
-from tests.conftest import TINY, tiny_hersr
+from tests.networks import TINY, tiny_hersr
 
 # ---------------------------------------------------------------------------------------------
 # The network

@@ -10,7 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import (
+from torch.nn.parallel import DistributedDataParallel
+
+from hersr_arch.cli import basicsr_cli
+from tests.helpers import (
     TINY_MSRRESNET,
     basicsr_test_options,
     basicsr_train_options,
@@ -19,9 +22,6 @@ from helpers import (
     write_paired_dataset,
     write_yaml,
 )
-from torch.nn.parallel import DistributedDataParallel
-
-from hersr_arch.cli import basicsr_cli
 
 
 @pytest.fixture(scope="module")
@@ -146,21 +146,18 @@ def test_unknown_command_exits_with_usage(capsys):
 
 @pytest.fixture
 def restore_basicsr(monkeypatch):
-    """Undo ``patch_basicsr_for_cpu`` after the test, so that it leaves BasicSR as it found it."""
-    import basicsr.test
-    import basicsr.train
-    import basicsr.utils.dist_util as dist_util
-    from basicsr.models.base_model import BaseModel
+    """Undo ``apply_patches`` after the test, so that it leaves BasicSR as it found it."""
+    for patch in basicsr_cli.PATCHES:
+        monkeypatch.setattr(patch.owner, patch.attribute, getattr(patch.owner, patch.attribute))
 
-    for target, name in [
-        (dist_util, "_init_dist_pytorch"),
-        (dist_util, "_init_dist_slurm"),
-        (basicsr.train, "load_resume_state"),
-        (basicsr.train, "parse_options"),
-        (basicsr.test, "parse_options"),
-        (BaseModel, "model_to_device"),
-    ]:
-        monkeypatch.setattr(target, name, getattr(target, name))
+
+def test_patches_are_one_table_applied_once(restore_basicsr):
+    basicsr_cli.apply_patches()
+    installed = [getattr(p.owner, p.attribute) for p in basicsr_cli.PATCHES]
+    basicsr_cli.apply_patches()  # a second call changes nothing (no wrapper around a wrapper)
+    assert [getattr(p.owner, p.attribute) for p in basicsr_cli.PATCHES] == installed
+    for patch, current in zip(basicsr_cli.PATCHES, installed):
+        assert patch.reason and (getattr(current, "hersr_patch", None) is patch or current is patch.replacement)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path")
@@ -173,7 +170,7 @@ def test_distributed_init_uses_gloo_without_cuda(monkeypatch, restore_basicsr):
         "MASTER_PORT": str(free_port()),
     }.items():
         monkeypatch.setenv(key, value)
-    basicsr_cli.patch_basicsr_for_cpu()
+    basicsr_cli.apply_patches()
     import basicsr.utils.dist_util as dist_util
 
     assert dist_util._init_dist_pytorch is basicsr_cli.init_dist_pytorch
@@ -183,9 +180,8 @@ def test_distributed_init_uses_gloo_without_cuda(monkeypatch, restore_basicsr):
         assert dist.get_backend() == "gloo"
         assert dist_util.get_dist_info() == (0, 1)
         cpu_model = SimpleNamespace(opt={"dist": True}, device=torch.device("cpu"))
-        assert isinstance(
-            basicsr_cli.model_to_device(cpu_model, torch.nn.Linear(2, 2)), DistributedDataParallel
-        )
+        model_to_device = basicsr_cli._ddp_on_cpu(lambda self, net: net)
+        assert isinstance(model_to_device(cpu_model, torch.nn.Linear(2, 2)), DistributedDataParallel)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -8,8 +8,8 @@ import torch
 
 from hersr_arch.cli.hersr_cli import main
 from hersr_arch.data.prepare import build_embedded_dataset
-from tests.conftest import TINY
 from tests.helpers import basicsr_test_options, basicsr_train_options, run_cli, write_yaml
+from tests.networks import TINY
 
 pytestmark = pytest.mark.slow
 

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+from hersr_arch.bench.harness import check_targets
+from hersr_arch.bench.proxy import ProxyConfig, check_proxy_targets, psnr_within, render_proxy
 from hersr_arch.cli.hersr_cli import main
-from hersr_arch.tools.bench import check_targets
-from hersr_arch.tools.proxy import ProxyConfig, check_proxy_targets, psnr_within, render_proxy
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ def test_bench_runs_a_deployed_model_without_its_train_graph(capsys):
 def test_proxy_evaluates_what_it_trained():
     """SPAN fuses its eval conv from the training branches: the proxy must not fuse once before training
     (the timing build does), or it scores the random initial weights."""
-    from hersr_arch.tools.bench import all_entries, build_trainable
+    from hersr_arch.bench.harness import all_entries, build_trainable
 
     entry = next(e for e in all_entries() if e.name == "SPAN-48")
     net = build_trainable(entry)

@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
 
 from hersr_arch.archs.bicubic_arch import MATLABBicubic
 from hersr_arch.data.matlab_resize import imresize
 from hersr_arch.data.prepare import make_benchmark_layout
 from hersr_arch.tools.results_table import collect_runs
+from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = ("Set5", "Set14", "B100", "Urban100", "Manga109")

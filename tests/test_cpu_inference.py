@@ -9,6 +9,7 @@ import torch
 from torch.profiler import profile
 
 from hersr_arch.archs import hersr_arch as arch
+from hersr_arch.bench.launch_count import forward_launches
 from hersr_arch.cpu_inference import (
     CPUGDFN,
     CPUContextPath,
@@ -20,8 +21,7 @@ from hersr_arch.cpu_inference import (
     RowBands,
     prepare_cpu_inference,
 )
-from hersr_arch.tools.launch_count import forward_launches
-from tests.conftest import perturb_, tiny_hersr
+from tests.networks import perturb_, tiny_hersr
 
 pytestmark = pytest.mark.numerics
 
@@ -149,7 +149,7 @@ def test_the_network_file_has_no_cpu_kernels_or_switches():
 def test_basicsr_model_on_the_cpu_runs_the_cpu_kernels():
     """HERSRModel switches its networks once, when built on the CPU (validation and `basicsr test`)."""
     from hersr_arch.models.hersr_model import HERSRModel
-    from tests.conftest import TINY
+    from tests.networks import TINY
 
     opt = {"name": "cpu_kernels", "model_type": "HERSRModel", "scale": 2, "num_gpu": 0, "is_train": False,
            "dist": False, "network_g": {"type": "HERSR", "upscale": 2, **TINY}, "path": {"pretrain_network_g": None}}

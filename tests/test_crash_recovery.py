@@ -2,9 +2,8 @@
 
 The end-to-end tests run the real ``basicsr train`` in a subprocess on a tiny HERSR and kill it with
 SIGKILL at a moment chosen by the files it has written (never by a sleep). The kill "during a save"
-uses ``HERSR_TEST_SAVE_PAUSE`` (see ``hersr_arch.cli.checkpoint_io``): the save of one named file
-pauses after writing its temporary file, and the test kills the process as soon as that temporary
-file exists.
+runs ``basicsr`` through a driver script whose ``os.replace`` holds back the rename of one named
+file: its temporary file is complete, and the test kills the process as soon as it exists.
 """
 
 from __future__ import annotations
@@ -19,7 +18,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import (
+
+from hersr_arch.cli import checkpoint_io
+from tests.helpers import (
     basicsr_train_options,
     file_hashes,
     finish_cli,
@@ -30,9 +31,7 @@ from helpers import (
     write_yaml,
     yaml_network,
 )
-
-from hersr_arch.cli import checkpoint_io
-from tests.conftest import TINY
+from tests.networks import TINY
 
 NET = yaml_network("HERSR", upscale=4, **TINY)
 
@@ -231,13 +230,37 @@ def test_sigkill_then_auto_resume_continues_from_the_last_state(tmp_path, pairs)
     assert file_hashes(tmp_path / "inputs", pairs[0].parent) == inputs
 
 
+SLOW_RENAME = textwrap.dedent(
+    """
+    # Runs `basicsr`; the rename that completes the save of 4.state waits, so the process can be killed
+    # while that save is under way (its temporary file written, the final name not yet there).
+    import os
+    import sys
+    import time
+
+    from hersr_arch.cli.basicsr_cli import main
+
+    replace = os.replace
+
+    def slow_replace(src, dst, *args, **kwargs):
+        if os.path.basename(str(dst)) == "4.state":
+            time.sleep(120)
+        return replace(src, dst, *args, **kwargs)
+
+    os.replace = slow_replace
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
 @pytest.mark.slow
 def test_kill_during_a_save_leaves_the_last_files_intact(tmp_path, pairs):
     yml = write_yaml(tmp_path / "inputs" / "train.yml", _options("mid_save", pairs))
     exp = tmp_path / "run" / "experiments" / "mid_save"
     states = exp / "training_states"
-    proc = start_cli(["train", "-opt", yml], tmp_path / "run",
-                     env={checkpoint_io.PAUSE_ENV: "4.state:120"})
+    (tmp_path / "run").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "run" / "slow_rename.py").write_text(SLOW_RENAME)
+    proc = start_cli(["train", "-opt", yml], tmp_path / "run", python_args=["slow_rename.py"])
     wait_for(lambda: any(states.glob(".4.state.*.tmp")), 120, proc, "the temporary file of 4.state")
     _kill(proc)
 

@@ -29,7 +29,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import (
+
+from hersr_arch.models.hersr_model import HERSRModel
+from tests.helpers import (
     basicsr_train_options,
     finish_cli,
     free_port,
@@ -39,9 +41,7 @@ from helpers import (
     write_yaml,
     yaml_network,
 )
-
-from hersr_arch.models.hersr_model import HERSRModel
-from tests.conftest import TINY
+from tests.networks import TINY
 
 NET = yaml_network("HERSR", upscale=4, **TINY, moe_top_k=1, noise_mode="fixed", use_prompt=True)
 
@@ -119,8 +119,7 @@ def test_a_finished_run_closes_its_process_group(monkeypatch):
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
 
     monkeypatch.setattr(basicsr_cli.basicsr.train, "train_pipeline", pipeline)
-    monkeypatch.setattr(basicsr_cli, "patch_basicsr_for_cpu", lambda: None)
-    monkeypatch.setattr(basicsr_cli, "patch_basicsr_for_reliability", lambda: None)
+    monkeypatch.setattr(basicsr_cli, "apply_patches", lambda: None)
     monkeypatch.setattr(basicsr_cli, "_option_path", lambda rest: None)
     assert basicsr_cli.main(["train"]) == 0
     assert not dist.is_initialized()

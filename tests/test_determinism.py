@@ -1,5 +1,4 @@
-"""Determinism and soak: the same seed and options on the same CPU give identical losses and weights;
-the soak script runs.
+"""Determinism: the same seed and options on the same CPU give identical losses and weights.
 
 Two ``basicsr train`` runs of 20 iterations with random crops, flips, rotations and HERSR's random
 texture noise (all drawn from the seeded generators) and the documented switch ``deterministic:
@@ -8,16 +7,13 @@ true`` must log identical losses at every iteration and save bit-identical weigh
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
-
 import pytest
 import torch
-from helpers import (
-    PACKAGE_ROOT,
+
+from hersr_arch.cli import basicsr_cli
+from hersr_arch.option_checks import OptionError, check_options
+from tests.helpers import (
     basicsr_train_options,
-    cli_env,
     finish_cli,
     logged_losses,
     start_cli,
@@ -25,10 +21,7 @@ from helpers import (
     write_yaml,
     yaml_network,
 )
-
-from hersr_arch.cli import basicsr_cli
-from hersr_arch.option_checks import OptionError, check_options
-from tests.conftest import TINY
+from tests.networks import TINY
 
 NET = yaml_network("HERSR", upscale=4, **TINY, use_prompt=True, msg_outputs=True)
 
@@ -81,16 +74,3 @@ def test_deterministic_option_values_are_checked(tmp_path):
     opt = {"name": "x", "model_type": "HERSRModel", "deterministic": "yes", "datasets": {}}
     with pytest.raises(OptionError, match=r"deterministic: 'yes' is not supported; use true, false or 'warn'"):
         check_options(opt, "train", tmp_path)
-
-
-@pytest.mark.slow
-def test_soak_script_runs_and_reports_rss(tmp_path):
-    """``benchmarks/soak.py`` (2000 iterations by default, not in the suite) works end to end."""
-    args = ["--iters", "20", "--data", tmp_path / "embedded", "--warmup", "5", "--val-every", "10",
-            "--report-every", "10"]
-    result = subprocess.run([sys.executable, PACKAGE_ROOT / "benchmarks" / "soak.py", *map(str, args)],
-                            cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert re.search(r"soak: iter +20 .* RSS +\d+\.\d MiB +l_pix \d", result.stdout), result.stdout
-    assert re.search(r"soak: RSS start \d+\.\d MiB \(baseline\), end \d+\.\d MiB: [-+]\d+\.\d%.*; OK$",
-                     result.stdout.strip()), result.stdout

@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-from hersr_arch.tools.model_cost import preset_table
+from hersr_arch.bench.model_cost import preset_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ from hersr_arch.cli.hersr_cli import main
 from hersr_arch.loading import load_hersr, read_state_dict
 from hersr_arch.tools import export as ex
 from hersr_arch.tools.export import ExportError, export_deploy, export_onnx, trace_size
-from tests.conftest import perturb_, tiny_hersr
 from tests.helpers import cli_env
+from tests.networks import perturb_, tiny_hersr
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import perturb_, tiny_hersr
+from tests.networks import perturb_, tiny_hersr
 
 pytestmark = pytest.mark.numerics
 

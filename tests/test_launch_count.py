@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hersr_arch.tools.launch_count import LaunchCounter, forward_launches, training_step_launches
-from tests.conftest import tiny_hersr
+from hersr_arch.bench.launch_count import LaunchCounter, forward_launches, training_step_launches
+from tests.networks import tiny_hersr
 
 
 class Known(nn.Module):

@@ -11,7 +11,7 @@ from hersr_arch.loading import (
     load_hersr,
     read_state_dict,
 )
-from tests.conftest import perturb_, tiny_hersr
+from tests.networks import perturb_, tiny_hersr
 from tests.test_ablations import GRID
 
 CONFIGS = [dict(upscale=s, **flags) for flags in GRID for s in (1, 3)][::3] + [

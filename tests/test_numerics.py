@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import hersr_arch.archs.hersr_arch as hersr_arch_module
 from hersr_arch.models.hersr_model import HERSRModel
-from tests.conftest import TINY, perturb_, tiny_hersr
+from tests.networks import TINY, perturb_, tiny_hersr
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

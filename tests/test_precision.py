@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hersr_arch.archs.hersr_arch import HERSR
-from tests.conftest import tiny_hersr, train_steps
+from tests.networks import tiny_hersr, train_steps
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -4,7 +4,6 @@ import csv
 import io
 
 import pytest
-from helpers import write_basicsr_test_log
 
 from hersr_arch.cli import hersr_cli
 from hersr_arch.tools.results_table import (
@@ -17,6 +16,7 @@ from hersr_arch.tools.results_table import (
     to_csv,
     to_markdown,
 )
+from tests.helpers import write_basicsr_test_log
 
 HERSR_X4 = {
     "Urban100": {"psnr": 26.4512, "ssim": 0.7961},
@@ -190,7 +190,7 @@ TINY_NET = {"type": "HERSR", "upscale": 4, "dims": [8, 12, 16, 16], "depths": [1
 
 def test_published_rows_join_the_table_in_paper_order(tmp_path, capsys):
     from hersr_arch.archs.hersr_arch import HERSR
-    from hersr_arch.tools.model_cost import count_macs, count_params
+    from hersr_arch.bench.model_cost import count_macs, count_params
 
     root = tmp_path / "results"
     write_basicsr_test_log(root, "test_HERSR_T_x4", {"Set5": {"psnr": 30.5, "ssim": 0.88}}, scale=4,

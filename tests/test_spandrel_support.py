@@ -5,13 +5,12 @@ import torch
 
 spandrel = pytest.importorskip("spandrel")
 
-from conftest import perturb_, tiny_hersr, train_steps  # noqa: E402
-
 from hersr_arch.archs.hersr_arch import HERSR, hersr_l, hersr_m, hersr_s  # noqa: E402
+from hersr_arch.bench.harness import spandrel_peers  # noqa: E402
 from hersr_arch.loading import infer_config  # noqa: E402
 from hersr_arch.spandrel_support import ARCH_ID, detect, preset_name, register  # noqa: E402
-from hersr_arch.tools.bench import spandrel_peers  # noqa: E402
 from hersr_arch.tools.export import export_deploy  # noqa: E402
+from tests.networks import perturb_, tiny_hersr, train_steps  # noqa: E402
 
 VARIANTS = {
     "x4": dict(upscale=4),

@@ -13,8 +13,8 @@ from hersr_arch.cli.hersr_cli import main
 from hersr_arch.loading import load_hersr
 from hersr_arch.tools import upscale as up
 from hersr_arch.tools.upscale import SetupError, UpscaleOptions, Upscaler, upscale_array
-from tests.conftest import tiny_hersr, train_steps
 from tests.helpers import cli_env, file_hashes
+from tests.networks import tiny_hersr, train_steps
 
 SCALE = 2
 

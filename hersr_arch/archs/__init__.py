@@ -1,3 +1,1 @@
-"""Network architectures. Importing this package registers them in BasicSR's ARCH_REGISTRY."""
-
-from hersr_arch.archs import bicubic_arch, hersr_arch  # noqa: F401
+"""Network architectures: the HERSR network (``hersr_arch.py``, self-contained) and MATLAB bicubic."""

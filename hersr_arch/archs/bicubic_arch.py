@@ -46,13 +46,7 @@ class MATLABBicubic(nn.Module):
         return torch.from_numpy(np.ascontiguousarray(out)).to(x.device, torch.float32) / 255
 
 
-def _register() -> None:
-    try:
-        from basicsr.utils.registry import ARCH_REGISTRY
-    except Exception:  # basicsr absent: the class still works on its own
-        return
-    if "MATLABBicubic" not in ARCH_REGISTRY:
-        ARCH_REGISTRY.register(MATLABBicubic)
-
-
-_register()
+def register_arch(registry) -> None:
+    """Register ``MATLABBicubic`` in BasicSR's ``ARCH_REGISTRY`` (``hersr_arch.basicsr_plugin``)."""
+    if "MATLABBicubic" not in registry:
+        registry.register(MATLABBicubic)

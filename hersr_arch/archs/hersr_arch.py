@@ -2,13 +2,13 @@
 
 One self-contained file (torch only), so that it can be copied into other projects; it registers
 ``HERSR``, ``hersr_s``, ``hersr_m`` and ``hersr_l`` in the running framework's ARCH_REGISTRY
-(neosr or traiNNer-redux when that is the running program, else BasicSR when importable). It
-reads top to bottom:
+(neosr, traiNNer-redux or BasicSR, whichever is already imported when this file is). It reads
+top to bottom:
 
 1. tensor plumbing: padding, windows, local context pooling, ICNR;
 2. building blocks: partial large-kernel conv (reparameterizable), NAFNet gated conv, shifted-window
    scaled-cosine attention, Restormer GDFN, DySample, MoE experts, noise injection, modulated conv;
-3. the dual-path block (local path || context path, fused by concat -> 1x1 -> residual) and a scale;
+3. the dual-path block (local path || context path, fused by concat -> 1x1 -> residual) and a stage (one resolution of the U-Net);
 4. the MoE bottleneck and the texture head;
 5. ``HERSR`` and the presets ``hersr_s``, ``hersr_m``, ``hersr_l``.
 
@@ -62,6 +62,23 @@ def linear_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
+def replicate_pad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """``F.pad(x, pads, mode="replicate")`` for ``x: (B, C, H, W)``, ``pads = (left, right, top, bottom)``.
+
+    Under ``torch.compile`` the same values come from clamped row and column indices: the compiler
+    fuses that gather into its consumer, and its backward is an index accumulation. (The backward of
+    ``replication_pad2d`` is a fallback kernel whose output strides inductor mis-predicts for a
+    channels_last input, which fails the compiled training step.)
+    """
+    if not torch.compiler.is_compiling():
+        return F.pad(x, pads, mode="replicate")
+    left, right, top, bottom = pads
+    h, w = x.shape[-2:]
+    rows = torch.arange(-top, h + bottom, device=x.device).clamp(0, h - 1)
+    cols = torch.arange(-left, w + right, device=x.device).clamp(0, w - 1)
+    return x[:, :, rows[:, None], cols]
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Replicate-pad the bottom and right of ``x: (B, C, H, W)`` to multiples of ``multiple``.
 
@@ -76,7 +93,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     pw = (w + multiple - 1) // multiple * multiple - w
     if not _is_tracing() and ph == 0 and pw == 0:
         return x
-    return F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return replicate_pad(x, (0, pw, 0, ph))
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
@@ -124,7 +141,7 @@ def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
     Uses an integral image, so the cost does not grow with ``size``; borders are replicate-padded.
     """
     lo, hi = size // 2, size - size // 2 - 1
-    x = F.pad(x.float(), (lo, hi, lo, hi), mode="replicate")
+    x = replicate_pad(x.float(), (lo, hi, lo, hi))
     x = F.pad(x.cumsum(-1).cumsum(-2), (1, 0, 1, 0))
     h, w = x.shape[-2] - size, x.shape[-1] - size
     s = x[..., size:, size:] - x[..., size:, :w] - x[..., :h, size:] + x[..., :h, :w]
@@ -175,7 +192,7 @@ def bicubic_phases(x: torch.Tensor, scale: int, channels: int, kernel: torch.Ten
     if kernel is None:
         kernel = bicubic_phase_kernel(scale).to(x.device).repeat(channels, 1, 1, 1)
     with torch.autocast(x.device.type, enabled=False):
-        padded = F.pad(x.float(), (2, 2, 2, 2), mode="replicate")
+        padded = replicate_pad(x.float(), (2, 2, 2, 2))
         return F.conv2d(padded, kernel, groups=channels).to(x.dtype)
 
 
@@ -197,9 +214,21 @@ def icnr_(conv: nn.Conv2d, scale: int) -> nn.Conv2d:
     return conv
 
 
+class ReplicatePadConv2d(nn.Conv2d):
+    """``nn.Conv2d(..., padding_mode="replicate")`` whose padding goes through :func:`replicate_pad`
+    (the same numbers; compile-safe). Same parameters and state-dict keys as ``nn.Conv2d``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, padding_mode="replicate", **kwargs)
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        padded = replicate_pad(x, self._reversed_padding_repeated_twice)
+        return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+
 def conv3x3(in_ch: int, out_ch: int, groups: int = 1, bias: bool = True) -> nn.Conv2d:
     """3x3 conv with replicate padding (no dark borders from zero padding)."""
-    return nn.Conv2d(in_ch, out_ch, 3, 1, 1, groups=groups, bias=bias, padding_mode="replicate")
+    return ReplicatePadConv2d(in_ch, out_ch, 3, 1, 1, groups=groups, bias=bias)
 
 
 def conv1x1(in_ch: int, out_ch: int, bias: bool = True) -> nn.Conv2d:
@@ -279,7 +308,7 @@ class PartialLargeKernelConv(nn.Module):
         self.split = max(1, int(channels * ratio))
         self.kernel_size = kernel_size
         pad = kernel_size // 2
-        self.large = nn.Conv2d(self.split, self.split, kernel_size, 1, pad, padding_mode="replicate")
+        self.large = ReplicatePadConv2d(self.split, self.split, kernel_size, 1, pad)
         self.small = None if deploy else conv3x3(self.split, self.split)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -368,7 +397,7 @@ class PaddedDepthwiseExpand(nn.Module):
 
 def pad1(x: torch.Tensor) -> torch.Tensor:
     """Replicate-pad ``x: (B, C, H, W)`` by one pixel on every side."""
-    return F.pad(x, (1, 1, 1, 1), mode="replicate")
+    return replicate_pad(x, (1, 1, 1, 1))
 
 
 class GatedConv(nn.Module):
@@ -745,7 +774,7 @@ class DualPathBlock(nn.Module):
         )  # fmt: skip
 
 
-class Scale(nn.Module):
+class Stage(nn.Module):
     """``depth`` dual-path blocks at one resolution; shifted windows on every other block.
 
     ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
@@ -1034,7 +1063,7 @@ class ModulatedConv(nn.Module):
             style = F.interpolate(style, size=x.shape[-2:], mode="bilinear", align_corners=False)
         energy = self.weight.pow(2).sum((2, 3))[:, :, None, None]  # (C_out, C_in, 1, 1)
         demod = torch.rsqrt(F.conv2d(style.pow(2), energy.to(x.dtype)) + 1e-8)
-        out = F.conv2d(F.pad(x * style, (1, 1, 1, 1), mode="replicate"), self.weight.to(x.dtype))
+        out = F.conv2d(replicate_pad(x * style, (1, 1, 1, 1)), self.weight.to(x.dtype))
         return torch.addcmul(self.bias.view(1, -1, 1, 1).to(x.dtype), out, demod)
 
 
@@ -1201,7 +1230,7 @@ class HERSR(nn.Module):
         self.stem = nn.Sequential(conv3x3(num_in_ch, d0), nn.GELU(), conv3x3(d0, d0))
         self.low_inject = conv1x1(d0, dims[1]) if freq_split != "none" else None
         self.encoder = nn.ModuleList(
-            Scale(dims[i], depths[i], num_heads[i], window_size, **block_kwargs) for i in range(n)
+            Stage(dims[i], depths[i], num_heads[i], window_size, **block_kwargs) for i in range(n)
         )
         self.downs = nn.ModuleList(Downsample2x(dims[i], dims[i + 1]) for i in range(n - 1))
 
@@ -1218,7 +1247,7 @@ class HERSR(nn.Module):
         )
 
         self.decoder = nn.ModuleList(
-            Scale(dims[i], dec_depths[i], num_heads[i], window_size, **block_kwargs) for i in range(n)
+            Stage(dims[i], dec_depths[i], num_heads[i], window_size, **block_kwargs) for i in range(n)
         )
         self.ups = nn.ModuleList(Upsample2x(dims[i + 1], dims[i], upsampler) for i in range(n - 1))
         self.msg_heads = (
@@ -1521,9 +1550,9 @@ def hersr_l(**kwargs) -> HERSR:
 def _arch_registry():
     """The running framework's ARCH_REGISTRY (neosr, traiNNer-redux or BasicSR), or None.
 
-    neosr's and traiNNer's registries are used only when that framework is the running program
-    (already imported): importing ``neosr.utils.registry`` elsewhere parses the command line and
-    fails or exits.
+    A framework's registry is used only when that framework is already imported: importing
+    ``neosr.utils.registry`` elsewhere parses the command line and fails or exits, and importing
+    BasicSR would make every user of this file pay for BasicSR and torchvision.
     """
     if "neosr" in sys.modules:
         from neosr.utils.registry import ARCH_REGISTRY  # type: ignore[import-not-found]
@@ -1533,15 +1562,14 @@ def _arch_registry():
         from traiNNer.utils.registry import ARCH_REGISTRY  # type: ignore[import-not-found]
 
         return ARCH_REGISTRY
-    try:
+    if sys.modules.get("basicsr") is not None:  # e.g. this file in basicsr/archs/; the package registers via its plugin
         from basicsr.utils.registry import ARCH_REGISTRY
 
         return ARCH_REGISTRY
-    except Exception:  # basicsr absent or not importable: the file still works standalone
-        return None
+    return None
 
 
-def _register(registry) -> None:
+def register_archs(registry) -> None:
     """Register HERSR and the presets, skipping names already there (a second copy of this file, or
     the installed package next to a copied file): neosr asserts on duplicates, and traiNNer-redux
     stores names lowercased."""
@@ -1553,4 +1581,4 @@ def _register(registry) -> None:
 
 _REGISTRY = _arch_registry()
 if _REGISTRY is not None:
-    _register(_REGISTRY)
+    register_archs(_REGISTRY)

@@ -2,7 +2,7 @@
 
 BasicSR 1.4.2 ships ``basicsr/train.py`` and ``basicsr/test.py`` but no console script. This module
 is that script. It runs ``basicsr.train.train_pipeline`` / ``basicsr.test.test_pipeline`` unchanged,
-after importing ``hersr_arch`` (which registers HERSR's archs, models, datasets and losses)::
+after registering HERSR's archs, model, datasets, losses and metrics (``hersr_arch.basicsr_plugin``)::
 
     basicsr train -opt options/train_hersr_x4.yml [--launcher none|pytorch|slurm] [--auto_resume]
                   [--debug] [--local_rank N] [--force_yml train:ema_decay=0.999 ...]
@@ -12,12 +12,12 @@ after importing ``hersr_arch`` (which registers HERSR's archs, models, datasets 
 ``experiments/``, ``results/`` and ``tb_logger/`` are created under the current working directory
 (BasicSR's own scripts put them next to the installed package).
 
-BasicSR's train/test path assumes CUDA in a few places; ``patch_basicsr_for_cpu`` replaces those
-few functions at run time (site-packages is never edited), so that training, resuming, testing and
-``--launcher pytorch`` also work on a machine without a GPU. Each replacement says which BasicSR
-line it works around. ``patch_basicsr_for_reliability`` makes checkpoints and training states
-crash-safe (written atomically, see ``hersr_arch.cli.checkpoint_io``) and adds the top-level option
-``deterministic: true`` (or ``'warn'``); ``--auto_resume`` skips an unreadable training state.
+What HERSR changes in BasicSR is one table, :data:`PATCHES`, applied once by :func:`apply_patches`
+(site-packages is never edited): each entry names the BasicSR attribute, its replacement and the
+reason. BasicSR's train/test path assumes CUDA in a few places, so that training, resuming, testing
+and ``--launcher pytorch`` also work without a GPU; checkpoints and training states are written
+crash-safe (atomically, see ``hersr_arch.cli.checkpoint_io``); the top-level option
+``deterministic: true`` (or ``'warn'``) is added; ``--auto_resume`` skips an unreadable state.
 
 Before BasicSR starts, the option file is checked (``hersr_arch.option_checks``): a mistake in it
 (unknown network keyword, missing dataset folder or LMDB key, GT/LQ sizes that do not fit the scale,
@@ -31,7 +31,8 @@ import copy
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -39,6 +40,7 @@ import yaml
 
 from hersr_arch._compat import apply_torchvision_compat
 from hersr_arch.option_checks import OptionError, check_options
+from hersr_arch.threads import set_torch_threads
 
 apply_torchvision_compat()
 
@@ -95,21 +97,21 @@ def init_dist_pytorch(backend: str = "nccl", **kwargs) -> None:
     dist.init_process_group(backend=_cuda_device_and_backend(backend, local_rank), **kwargs)
 
 
-_original_init_dist_slurm = basicsr.utils.dist_util._init_dist_slurm
+def _slurm_without_cuda(init_dist_slurm):
+    """BasicSR's ``_init_dist_slurm`` with CUDA; without CUDA the same environment is set up (master
+    address from ``scontrol``, ``MASTER_PORT`` from ``port``, the environment or 29500) and gloo is
+    used instead of its ``proc_id % torch.cuda.device_count()`` division and NCCL."""
+
+    def init_dist_slurm_cpu(backend: str = "nccl", port: int | None = None) -> None:
+        if torch.cuda.is_available():
+            init_dist_slurm(backend, port)
+        else:
+            _init_gloo_from_slurm(port)
+
+    return init_dist_slurm_cpu
 
 
-def init_dist_slurm(backend: str = "nccl", port: int | None = None) -> None:
-    """Start ``torch.distributed`` for ``--launcher slurm``, with or without CUDA.
-
-    Replaces ``basicsr.utils.dist_util._init_dist_slurm``, which has the same
-    ``proc_id % torch.cuda.device_count()`` division (and NCCL) as the pytorch launcher. With CUDA
-    BasicSR's own function runs unchanged; without CUDA the same environment is set up (master
-    address from ``scontrol``, ``MASTER_PORT`` from ``port``, the environment or 29500) and gloo
-    is used.
-    """
-    if torch.cuda.is_available():
-        _original_init_dist_slurm(backend, port)
-        return
+def _init_gloo_from_slurm(port: int | None) -> None:
     proc_id = int(os.environ["SLURM_PROCID"])
     node_list = os.environ["SLURM_NODELIST"]
     os.environ["MASTER_ADDR"] = subprocess.getoutput(f"scontrol show hostname {node_list} | head -n1")
@@ -173,20 +175,17 @@ def load_resume_state(opt: dict) -> dict | None:
     return None
 
 
-_original_model_to_device = BaseModel.model_to_device
+def _ddp_on_cpu(model_to_device):
+    """BasicSR's ``model_to_device``, except that a distributed model on the CPU is wrapped in DDP
+    without ``device_ids`` (BasicSR asks ``torch.cuda.current_device()`` for them)."""
 
+    def model_to_device_cpu(self: BaseModel, net: torch.nn.Module) -> torch.nn.Module:
+        if not (self.opt["dist"] and self.device.type == "cpu"):
+            return model_to_device(self, net)
+        find_unused_parameters = self.opt.get("find_unused_parameters", False)
+        return DistributedDataParallel(net.to(self.device), find_unused_parameters=find_unused_parameters)
 
-def model_to_device(self: BaseModel, net: torch.nn.Module) -> torch.nn.Module:
-    """Move ``net`` to the model's device; wrap it in DDP without ``device_ids`` on the CPU.
-
-    Wraps ``BaseModel.model_to_device``: BasicSR 1.4.2 (models/base_model.py,
-    ``DistributedDataParallel(net, device_ids=[torch.cuda.current_device()], ...)``) asks CUDA for
-    the device even when the model lives on the CPU (``num_gpu: 0`` under ``--launcher pytorch``).
-    """
-    if not (self.opt["dist"] and self.device.type == "cpu"):
-        return _original_model_to_device(self, net)
-    find_unused_parameters = self.opt.get("find_unused_parameters", False)
-    return DistributedDataParallel(net.to(self.device), find_unused_parameters=find_unused_parameters)
+    return model_to_device_cpu
 
 
 def _with_cpu_fallback(parse_options):
@@ -204,19 +203,7 @@ def _with_cpu_fallback(parse_options):
             opt["num_gpu"] = 0
         return opt, args
 
-    parse_options_cpu_fallback.hersr_cpu_fallback = True
     return parse_options_cpu_fallback
-
-
-def patch_basicsr_for_cpu() -> None:
-    """Install the CPU fixes above into BasicSR's modules (idempotent)."""
-    basicsr.utils.dist_util._init_dist_pytorch = init_dist_pytorch
-    basicsr.utils.dist_util._init_dist_slurm = init_dist_slurm
-    basicsr.train.load_resume_state = load_resume_state
-    BaseModel.model_to_device = model_to_device
-    for module in (basicsr.train, basicsr.test):
-        if not getattr(module.parse_options, "hersr_cpu_fallback", False):
-            module.parse_options = _with_cpu_fallback(module.parse_options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,17 +239,60 @@ def _with_determinism(build_model):
             get_root_logger().info(f"Deterministic algorithms on (deterministic: {mode}), cuDNN benchmark off.")
         return build_model(opt)
 
-    build_model_deterministic.hersr_deterministic = True
     return build_model_deterministic
 
 
-def patch_basicsr_for_reliability() -> None:
-    """Atomic ``save_network`` / ``save_training_state`` and the ``deterministic`` option (idempotent)."""
-    BaseModel.save_network = checkpoint_io.save_network
-    BaseModel.save_training_state = checkpoint_io.save_training_state
-    for module in (basicsr.train, basicsr.test):
-        if not getattr(module.build_model, "hersr_deterministic", False):
-            module.build_model = _with_determinism(module.build_model)
+# --------------------------------------------------------------------------------------------
+# The patches, in one table
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One attribute of BasicSR 1.4.2 replaced at run time (site-packages is never edited):
+    ``owner.attribute`` becomes ``replacement``, or ``replacement(original)`` when ``wraps``."""
+
+    owner: object
+    attribute: str
+    replacement: Callable
+    reason: str
+    wraps: bool = False
+
+
+PATCHES = (
+    Patch(basicsr.utils.dist_util, "_init_dist_pytorch", init_dist_pytorch,
+          "dist_util.py: torch.cuda.set_device(rank % num_gpus) divides by zero without a GPU, and nccl needs CUDA"),
+    Patch(basicsr.utils.dist_util, "_init_dist_slurm", _slurm_without_cuda, "dist_util.py: the same for slurm",
+          wraps=True),
+    Patch(basicsr.train, "load_resume_state", load_resume_state,
+          "train.py: storage.cuda(torch.cuda.current_device()) raises without CUDA; --auto_resume also skips an "
+          "unreadable state"),
+    Patch(BaseModel, "model_to_device", _ddp_on_cpu,
+          "base_model.py: DDP(device_ids=[torch.cuda.current_device()]) raises for a CPU model", wraps=True),
+    Patch(basicsr.train, "parse_options", _with_cpu_fallback,
+          "base_model.py: num_gpu > 0 puts the model on CUDA even where there is none", wraps=True),
+    Patch(basicsr.test, "parse_options", _with_cpu_fallback, "the same for testing", wraps=True),
+    Patch(BaseModel, "save_network", checkpoint_io.save_network,
+          "base_model.py: torch.save onto the final name leaves a truncated checkpoint when killed"),
+    Patch(BaseModel, "save_training_state", checkpoint_io.save_training_state,
+          "base_model.py: the same for training states, which --auto_resume then fails to load"),
+    Patch(basicsr.train, "build_model", _with_determinism, "the top-level option 'deterministic'", wraps=True),
+    Patch(basicsr.test, "build_model", _with_determinism, "the same for testing", wraps=True),
+)  # fmt: skip
+
+
+def apply_patches() -> None:
+    """Install every patch of :data:`PATCHES` (idempotent: a patched attribute is left as it is)."""
+    for patch in PATCHES:
+        current = getattr(patch.owner, patch.attribute)
+        if current is patch.replacement or getattr(current, "hersr_patch", None) is patch:
+            continue
+        if patch.wraps:
+            current = patch.replacement(current)
+            current.hersr_patch = patch  # a wrapper made here: the mark says it is ours
+            setattr(patch.owner, patch.attribute, current)
+        else:
+            setattr(patch.owner, patch.attribute, patch.replacement)
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,7 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # torch.distributed.launch passes --local-rank; BasicSR's parser only knows --local_rank.
     rest = [a.replace("--local-rank", "--local_rank", 1) if a.startswith("--local-rank") else a for a in rest]
 
-    import hersr_arch  # noqa: F401  (registers HERSR's archs, models, datasets and losses)
+    from hersr_arch.basicsr_plugin import register
+
+    register()  # HERSR's archs, model, datasets, losses and metrics in BasicSR's registries
     from hersr_arch.models.hersr_model import TrainingStopped
 
     root_path = os.getcwd()
@@ -372,8 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if opt_path is not None and not {"-h", "--help"} & set(rest):
             preflight(check_option_file(opt_path, command), command, rest, root_path)
-        patch_basicsr_for_cpu()
-        patch_basicsr_for_reliability()
+        if not {"-h", "--help"} & set(rest):
+            set_torch_threads(log=lambda m: print(f"basicsr {command}: {m}", file=sys.stderr, flush=True))
+        apply_patches()
         sys.argv = [f"basicsr {command}", *rest]  # BasicSR's parse_options reads sys.argv
         if command == "train":
             basicsr.train.train_pipeline(root_path)

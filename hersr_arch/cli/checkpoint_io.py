@@ -12,11 +12,6 @@ with ``os.replace`` (atomic within one file system), and the folder is ``fsync``
 rename itself is durable. A reader sees the old file or the new one, never a part of one. File
 names, contents, the ``@master_only`` rule (only rank 0 writes) and the three retries of BasicSR
 are kept. Temporary files left by a killed process are removed by the next save in that folder.
-
-Test hook (for the crash tests only; never set it in real runs): with
-``HERSR_TEST_SAVE_PAUSE=<file name>:<seconds>`` in the environment, the save of that file name
-sleeps for that long after the temporary file is written, before the rename. A test kills the
-process inside that window, i.e. during the save, without any timing race.
 """
 
 from __future__ import annotations
@@ -30,7 +25,6 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 
 TMP_SUFFIX = ".tmp"
-PAUSE_ENV = "HERSR_TEST_SAVE_PAUSE"
 
 
 def _temporary_path(path: Path) -> Path:
@@ -47,13 +41,6 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
-
-
-def _test_pause(name: str) -> None:
-    spec = os.environ.get(PAUSE_ENV, "")
-    target, _, seconds = spec.rpartition(":")
-    if target and target == name:
-        time.sleep(float(seconds))
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -82,7 +69,6 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
-            _test_pause(path.name)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

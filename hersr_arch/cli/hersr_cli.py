@@ -38,7 +38,7 @@ def run_table(args: argparse.Namespace) -> int:
 def _run_costs(runs) -> dict[str, tuple[float | None, float | None]]:
     """Params and Multi-Adds of each run's network (from its log's ``network_g``), for the table's
     cost columns; a network that cannot be rebuilt here gets ``-`` and a warning."""
-    from hersr_arch.tools.model_cost import network_cost
+    from hersr_arch.bench.model_cost import network_cost
 
     costs = {}
     for run in runs:
@@ -52,13 +52,74 @@ def _run_costs(runs) -> dict[str, tuple[float | None, float | None]]:
     return costs
 
 
+def _size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` -> ``(height, width)``."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise CommandError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 320x180") from None
+    return h, w
+
+
+def _writable_out(out: str) -> None:
+    """Fail now on an ``--out`` whose folder cannot be written: the report comes after hours of work."""
+    if out == "-":
+        return
+    folder = Path(out).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CommandError(f"--out {out}: cannot create its folder {folder} ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK):
+        raise CommandError(f"--out {out}: its folder {folder} is not writable")
+
+
+def run_ablation(args: argparse.Namespace) -> int:
+    """``hersr bench --ablation``: train the hersr_s variants, write the table (and JSON beside it)."""
+    from hersr_arch.bench.ablation import VARIANTS, AblationConfig, render_ablation, unknown_variants
+    from hersr_arch.bench.ablation import run_ablation as train_variants
+    from hersr_arch.bench.harness import cpu_name, write_report
+
+    names = tuple(args.ablation) or tuple(VARIANTS)
+    unknown = unknown_variants(names)
+    if unknown:
+        raise CommandError(f"unknown --ablation variant(s) {unknown}; known variants: {', '.join(VARIANTS)}")
+    for option, value in (("--ablation-iters", args.ablation_iters), ("--ablation-denoise-iters",
+                          args.ablation_denoise_iters), ("--proxy-batch", args.proxy_batch or 4),
+                          ("--proxy-patch", args.proxy_patch), ("--rounds", args.rounds)):  # fmt: skip
+        if value < 1:
+            raise CommandError(f"{option} must be >= 1, got {value}")
+    if len(set(args.ablation_seeds)) < 2:
+        raise CommandError(f"--ablation-seeds needs two different seeds or more (the spread), got {args.ablation_seeds}")
+    if args.ablation_workers < 0:
+        raise CommandError(f"--ablation-workers must be >= 0 (0: one per seed), got {args.ablation_workers}")
+    out = args.out or "benchmarks/ABLATION.md"
+    _writable_out(out)
+    config = AblationConfig(
+        iters=args.ablation_iters, denoise_iters=args.ablation_denoise_iters, seeds=tuple(args.ablation_seeds),
+        batch=args.proxy_batch or 4, patch=args.proxy_patch, eval_every=args.proxy_eval_every or 250, variants=names,
+        workers=args.ablation_workers, data_root=args.proxy_data, runs_dir=args.ablation_runs, cost_rounds=args.rounds,
+        cost_size=_size(args.mac_size),
+    )  # fmt: skip
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
+    report = train_variants(config, log)
+    markdown = render_ablation(report, shlex.join(["hersr", *sys.argv[1:]]), cpu_name())
+    if out != "-":
+        write_report(markdown, report, out)
+    sys.stdout.write(markdown)
+    return 0
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Benchmark HERSR against its peers in one run; write the Markdown report (and JSON beside it)."""
     import datetime
 
     import torch
 
-    from hersr_arch.tools.bench import (
+    if args.ablation is not None:
+        return run_ablation(args)
+
+    from hersr_arch.bench.harness import (
         BenchConfig,
         all_entries,
         build_trainable,
@@ -67,20 +128,18 @@ def run_bench(args: argparse.Namespace) -> int:
         run_bench,
         write_report,
     )  # fmt: skip
-    from hersr_arch.tools.proxy import ProxyConfig, render_proxy, run_proxy
+    from hersr_arch.bench.proxy import ProxyConfig, render_proxy, run_proxy
+    from hersr_arch.threads import choose_threads
 
-    def size(text: str) -> tuple[int, int]:
-        try:
-            w, h = (int(v) for v in text.lower().split("x"))
-        except ValueError:
-            raise CommandError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 320x180") from None
-        return h, w
-
+    try:
+        threads, why = choose_threads(args.threads)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
     config = BenchConfig(
-        rounds=args.rounds, threads=args.threads, sizes=tuple(size(s) for s in args.sizes),
-        mac_size=size(args.mac_size), models=tuple(args.models) if args.models else None,
+        rounds=args.rounds, threads=threads, sizes=tuple(_size(s) for s in args.sizes),
+        mac_size=_size(args.mac_size), models=tuple(args.models) if args.models else None,
         memory=not args.no_memory, include_spandrel=not args.no_spandrel, upscale_size=args.upscale_size,
-        launch_sizes=tuple(size(s) for s in args.launch_sizes), train_step_size=size(args.train_step_size),
+        launch_sizes=tuple(_size(s) for s in args.launch_sizes), train_step_size=_size(args.train_step_size),
     )  # fmt: skip
     if config.rounds < 1:
         raise CommandError(f"--rounds must be >= 1, got {config.rounds}")
@@ -89,6 +148,8 @@ def run_bench(args: argparse.Namespace) -> int:
         unknown = [name for name in names or () if name not in known]
         if unknown:
             raise CommandError(f"unknown {option} {unknown}; choose from {known} (quote names with spaces)")
+    if args.proxy_batch is None:
+        args.proxy_batch = 8
     for option, value in (("--proxy-iters", args.proxy_iters), ("--proxy-batch", args.proxy_batch),
                           ("--proxy-patch", args.proxy_patch)):  # fmt: skip
         if value < 1:
@@ -96,15 +157,9 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.proxy_eval_every < 0:
         raise CommandError(f"--proxy-eval-every must be >= 0 (0: score at the end only), got {args.proxy_eval_every}")
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.quiet else (lambda m: None)
+    log(f"torch threads: {why}")
     out = args.out or ("benchmarks/PROXY.md" if args.proxy_only else "benchmarks/RESULTS.md")
-    if out != "-":  # checked now: the report is written after the run, which can take hours
-        folder = Path(out).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise CommandError(f"--out {out}: cannot create its folder {folder} ({e.strerror or e})") from None
-        if not os.access(folder, os.W_OK):
-            raise CommandError(f"--out {out}: its folder {folder} is not writable")
+    _writable_out(out)
 
     markdown, report = "", {}
     if not args.proxy_only:
@@ -144,8 +199,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
     # The cosine schedule's period must follow the iteration count (BasicSR fails past its end).
     extra = ["--force_yml", f"train:total_iter={args.iters}", f"train:scheduler:periods=[{args.iters}]"] if args.iters else []
+    if args.threads is not None and args.threads < 1:
+        raise CommandError(f"--threads must be >= 1, got {args.threads}")
     try:
-        result = demo(Path(args.root), Path(args.options), extra)
+        result = demo(Path(args.root), Path(args.options), extra, args.threads)
     except (DemoError, OSError, ValueError) as e:
         raise CommandError(str(e)) from None
     gain = result.hersr_psnr - result.bicubic_psnr
@@ -164,7 +221,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     from hersr_arch.tools.upscale import run_upscale as upscale
 
     options = UpscaleOptions(
-        tile=args.tile, tile_pad=args.tile_pad, device=args.device, precision=args.precision,
+        tile=args.tile, tile_pad=args.tile_pad, compile=args.compile, device=args.device, precision=args.precision,
         noise_strength=args.noise_strength, out_format=args.format, bit_depth=args.bit_depth, alpha=args.alpha,
         overwrite=args.overwrite, recursive=args.recursive, progress=not args.no_progress,
     )  # fmt: skip
@@ -236,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
         "HERSR/peer ratios are taken within each round. Writes a Markdown report (and .json) and prints it.",
     )
     bench.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (default 15)")
-    bench.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    bench.add_argument("--threads", type=int, metavar="N",
+                       help="torch CPU threads (default: the idle cores; OMP_NUM_THREADS also works)")
     bench.add_argument("--sizes", nargs="+", default=["128x128", "320x180"], help="latency input sizes WxH")
     bench.add_argument("--mac-size", default="320x180", help="input size WxH for MACs and ratios")
     bench.add_argument("--launch-sizes", nargs="+", default=["96x96", "320x180"],
@@ -253,13 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--proxy", action="store_true", help="also run the equal-budget quality proxy")
     bench.add_argument("--proxy-only", action="store_true", help="run only the quality proxy (no latency bench)")
     bench.add_argument("--proxy-iters", type=int, default=2000, help="training iterations per model")
-    bench.add_argument("--proxy-batch", type=int, default=8, help="proxy batch size (default 8)")
+    bench.add_argument("--proxy-batch", type=int, help="proxy batch size (default 8; 4 for --ablation)")
     bench.add_argument("--proxy-patch", type=int, default=32, help="proxy LR patch side (default 32)")
     bench.add_argument("--proxy-eval-every", type=int, default=0, metavar="N",
                        help="also score every N iterations: when each model passed bicubic, equal-time PSNR")
     bench.add_argument("--proxy-seconds", type=float, default=0.0, help="train each model this long instead")
     bench.add_argument("--proxy-models", nargs="+", metavar="NAME", help="only these models in the proxy")
     bench.add_argument("--proxy-data", default="datasets/embedded", help="embedded dataset folder")
+    bench.add_argument("--ablation", nargs="*", metavar="VARIANT",
+                       help="train hersr_s variants (all, or those named) at equal budget instead of the latency "
+                       "bench; writes benchmarks/ABLATION.md (see docs/ablation.md)")
+    bench.add_argument("--ablation-iters", type=int, default=2000, help="x4 training iterations per variant")
+    bench.add_argument("--ablation-denoise-iters", type=int, default=1000,
+                       help="training iterations of the x1 denoising (prompt) variants")
+    bench.add_argument("--ablation-seeds", type=int, nargs="+", default=[0, 1], help="seeds (two or more)")
+    bench.add_argument("--ablation-workers", type=int, default=0,
+                       help="parallel worker processes, one thread and one core each (default: one per seed)")
+    bench.add_argument("--ablation-runs", default="experiments/ablation_runs",
+                       help="folder of finished runs, reused by a rerun of the same protocol (resume)")
     bench.add_argument("--quiet", action="store_true", help="no progress messages")
     bench.set_defaults(func=run_bench)
 
@@ -273,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--root", default=".", help="repository root (default: current directory)")
     demo.add_argument("--options", default="options/demo", help="folder of the demo option files")
+    demo.add_argument("--threads", type=int, metavar="N",
+                      help="torch threads of training and testing (default: the idle cores; OMP_NUM_THREADS also works)")
     demo.add_argument("--iters", type=int, default=0, help="override the training iterations")
     demo.set_defaults(func=run_demo)
 
@@ -292,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     upscale.add_argument("--tile", type=int, default=0, metavar="N",
                          help="process N x N input tiles, blended (bounds memory; default 0: whole image)")
     upscale.add_argument("--tile-pad", type=int, default=32, metavar="P", help="context around each tile (default 32)")
+    upscale.add_argument("--compile", action="store_true",
+                         help="torch.compile the model once for the tile shape (needs --tile; pays off on many tiles, "
+                         "mostly on GPUs)")
     upscale.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     upscale.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                          help="autocast precision (default fp32); refused where the device cannot run it")

@@ -1,3 +1,1 @@
-"""Datasets and data preparation. Importing this package registers the datasets in DATASET_REGISTRY."""
-
-from hersr_arch.data import benchmark_dataset, degradation_dataset  # noqa: F401
+"""Datasets (registered by ``hersr_arch.basicsr_plugin``), data preparation and MATLAB's resize."""

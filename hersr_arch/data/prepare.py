@@ -39,13 +39,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from hersr_arch._compat import apply_torchvision_compat
 from hersr_arch.data.matlab_resize import BORDERS, imresize
-
-apply_torchvision_compat()
-
-from basicsr.data.transforms import mod_crop  # noqa: E402
-from basicsr.utils.lmdb_util import make_lmdb_from_imgs  # noqa: E402
 
 __all__ = [
     "IMG_EXTENSIONS",
@@ -207,6 +201,13 @@ def bicubic_downscale(img: np.ndarray, scale: int, border: str = "mirror") -> np
     return imresize(img, 1 / scale, border)
 
 
+def _mod_crop(img: np.ndarray, mod: int) -> np.ndarray:
+    """BasicSR's ``mod_crop``: crop ``img`` (H, W[, C]) to multiples of ``mod`` (bottom and right)."""
+    from basicsr.data.transforms import mod_crop  # imported when used: this module needs no BasicSR
+
+    return mod_crop(img, mod)
+
+
 def _resolve_mod(mod_crop, scale: int) -> int:
     if mod_crop is True:
         return scale
@@ -222,7 +223,7 @@ def _bicubic_worker(path: Path, lr_dir: Path, scale: int, mod: int, compression:
     img = _read_image(path)
     _max_value(img, path)  # 8 or 16 bits, else an error naming the file
     if mod > 1:
-        img = mod_crop(img, mod)
+        img = _mod_crop(img, mod)
     if img.shape[0] < scale or img.shape[1] < scale:
         raise ValueError(f"{str(path)!r} is smaller than the scale {scale} after mod-crop.")
     _write_image(bicubic_downscale(img, scale), lr_dir / path.name, compression)
@@ -295,7 +296,7 @@ def _subimage_worker(path: Path, output_dir: Path, crop_size: int, step: int, th
                      compression: int, mod: int, strip_scale_suffix: bool) -> int:
     img = _read_image(path)
     if mod > 1:
-        img = mod_crop(img, mod)
+        img = _mod_crop(img, mod)
     stem = _SCALE_SUFFIX.sub("", path.stem) if strip_scale_suffix else path.stem
     rows = _crop_positions(img.shape[0], crop_size, step, thresh_size)
     cols = _crop_positions(img.shape[1], crop_size, step, thresh_size)
@@ -377,7 +378,7 @@ def _write_benchmark_image(name: str, img: np.ndarray, out_dir: Path, scales: Se
     """Write ``GTmod{s}/<name>.png`` and ``LRbicx{s}/<name>.png`` for each scale."""
     _max_value(img, name)
     for s in scales:
-        gt = mod_crop(img, s)
+        gt = _mod_crop(img, s)
         if gt.shape[0] < s or gt.shape[1] < s:
             raise ValueError(f"Image {name!r} of size {img.shape[1]}x{img.shape[0]} is too small for scale {s}.")
         _write_image(gt, out_dir / f"GTmod{s}" / f"{name}.png", compression)
@@ -469,6 +470,8 @@ def create_lmdb(
     if duplicates:
         raise ValueError(f"Several images in {str(src)!r} share the key(s) {duplicates}; keys are file "
                          "names without extension and must be unique.")
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs  # BasicSR only when an LMDB is made
+
     make_lmdb_from_imgs(str(src), str(dst), [p.name for p in images], keys, batch=batch,
                         compress_level=compress_level, multiprocessing_read=n_workers > 1,
                         n_thread=n_workers, map_size=_lmdb_map_size(images))
@@ -570,7 +573,7 @@ def _count_images(folder: Path) -> int:
 
 def _write_train_subimages(name: str, img: np.ndarray, train_dir: Path, scales: Sequence[int], lcm: int,
                            crop_size: int, step: int) -> None:
-    hr = mod_crop(img, lcm)
+    hr = _mod_crop(img, lcm)
     lrs = {s: bicubic_downscale(hr, s) for s in scales}
     index = 0
     for y in _crop_positions(hr.shape[0], crop_size, step, 0):

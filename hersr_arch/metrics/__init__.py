@@ -1,3 +1,1 @@
-"""Metrics. Importing this package registers them in BasicSR's METRIC_REGISTRY."""
-
-from hersr_arch.metrics import gray_as_y  # noqa: F401
+"""Metrics (registered by ``hersr_arch.basicsr_plugin``)."""

@@ -18,6 +18,10 @@ Training options (under ``train:``), each optional:
 - ``grad_clip`` (0 = off): max global gradient norm of the generator.
 - ``amp`` (``null``, ``bf16`` or ``fp16``): autocast for forward and losses; fp16 uses a GradScaler
   and needs CUDA; bf16 works on CPU and on GPUs that support it.
+- ``compile`` (default false): ``true``, or ``{backend: ..., mode: ...}``, runs the training forward
+  (and so its backward) through ``torch.compile`` with ``fullgraph=True`` and static shapes: one graph
+  for the training patch size, compiled on the first step (its time is logged). The weights, EMA,
+  checkpoints and validation are those of the plain network.
 - ``max_nonfinite_steps`` (default 10): a non-finite loss or gradient skips the step with a warning;
   this many in a row stop training with :class:`TrainingStopped` (the last checkpoint is left
   intact). Under DDP the ranks agree: a step is skipped on every rank when the loss is non-finite on
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections import OrderedDict
 
 import torch
@@ -47,8 +52,8 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from hersr_arch.cpu_inference import prepare_cpu_inference
+from hersr_arch.inference import self_ensemble, tiled_forward
 from hersr_arch.option_checks import check_network_options
-from hersr_arch.tools.inference import self_ensemble, tiled_forward
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -118,9 +123,24 @@ class HERSRModel(SRModel):
         self.max_nonfinite_steps = int(train_opt.get("max_nonfinite_steps", 10))
         self.nonfinite_steps = 0
         self._setup_amp(train_opt.get("amp"))
+        self.train_forward = self._training_forward(train_opt.get("compile", False))
 
         self.setup_optimizers()
         self.setup_schedulers()
+
+    def _training_forward(self, option):
+        """``net_g`` itself, or with ``train.compile`` the same module through ``torch.compile`` (shared
+        parameters, so the state dict keeps its keys)."""
+        self.compile_seconds = None
+        if option in (None, False):
+            return self.net_g
+        kwargs = {} if option is True else option
+        if not isinstance(kwargs, dict) or set(kwargs) - {"backend", "mode"}:
+            raise ValueError(f"train.compile={option!r} is not supported; use true, false, or a mapping with "
+                             "'backend' and/or 'mode' (torch.compile's arguments).")  # fmt: skip
+        get_root_logger().info(f"train.compile: torch.compile(fullgraph=True, dynamic=False, {kwargs}) of net_g")
+        self.compile_seconds = 0.0  # set by the first step
+        return torch.compile(self.net_g, fullgraph=True, dynamic=False, **kwargs)
 
     def _build_optional_loss(self, key):
         opt = self.opt["train"].get(key)
@@ -239,7 +259,11 @@ class HERSRModel(SRModel):
         g_ok = False
         self.optimizer_g.zero_grad(set_to_none=True)
         with self._autocast():
-            result = self.net_g(self.lq)
+            start = time.perf_counter()
+            result = self.train_forward(self.lq)
+            if self.compile_seconds == 0.0:
+                self.compile_seconds = time.perf_counter() - start
+                get_root_logger().info(f"train.compile: first forward, compile included, {self.compile_seconds:.1f} s")
             self.output, aux_images = result if isinstance(result, tuple) else (result, [])
             if not self.use_gan or adversarial:
                 l_g_total = self._generator_losses(self.output, aux_images, loss_dict, adversarial)

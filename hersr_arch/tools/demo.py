@@ -6,6 +6,7 @@ Every step goes through the same commands a user runs (``basicsr train``, ``basi
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,10 +37,12 @@ class DemoResult:
     picture: Path
 
 
-def _basicsr(command: str, option_file: Path, root: Path, extra: list[str]) -> None:
+def _basicsr(command: str, option_file: Path, root: Path, extra: list[str], threads: int | None = None) -> None:
+    """``basicsr <command>``; it picks its torch threads from the idle cores unless ``threads`` is given."""
     cmd = [sys.executable, "-m", "hersr_arch.cli.basicsr_cli", command, "-opt", str(option_file), *extra]
     print(f"$ basicsr {command} -opt {option_file} {' '.join(extra)}".rstrip(), flush=True)
-    if subprocess.run(cmd, cwd=root).returncode != 0:
+    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    if subprocess.run(cmd, cwd=root, env=env).returncode != 0:
         raise DemoError(f"'basicsr {command} -opt {option_file}' failed; see its output above.")
 
 
@@ -70,8 +73,12 @@ def side_by_side(lq: Path, bicubic: Path, hersr: Path, gt: Path, out: Path, crop
     return out
 
 
-def run_demo(root: Path, options_dir: Path, extra_train_args: list[str] | None = None) -> DemoResult:
-    """Run the whole demo under ``root`` (the repository); returns the table and the picture path."""
+def run_demo(
+    root: Path, options_dir: Path, extra_train_args: list[str] | None = None, threads: int | None = None
+) -> DemoResult:
+    """Run the whole demo under ``root`` (the repository); returns the table and the picture path.
+    ``threads``: torch threads of the training and test runs (default: the idle cores, see
+    ``hersr_arch.threads``)."""
     root = root.resolve()
     options_dir = (root / options_dir).resolve()
     for name in (TRAIN_OPT, TEST_OPT, BICUBIC_OPT):
@@ -82,9 +89,9 @@ def run_demo(root: Path, options_dir: Path, extra_train_args: list[str] | None =
     dataset = build_embedded_dataset(root / "datasets" / "embedded", show_progress=False)
     print(f"  {dataset.root} ({'built' if dataset.rebuilt else 'up to date'})", flush=True)
 
-    _basicsr("train", options_dir / TRAIN_OPT, root, list(extra_train_args or []))
-    _basicsr("test", options_dir / TEST_OPT, root, [])
-    _basicsr("test", options_dir / BICUBIC_OPT, root, [])
+    _basicsr("train", options_dir / TRAIN_OPT, root, list(extra_train_args or []), threads)
+    _basicsr("test", options_dir / TEST_OPT, root, [], threads)
+    _basicsr("test", options_dir / BICUBIC_OPT, root, [], threads)
 
     results = root / "results"
     runs = collect_runs([results / MODEL_NAME, results / BICUBIC_NAME])

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from hersr_arch.cpu_inference import prepare_cpu_inference
-from hersr_arch.tools.inference import count_tiles, tiled_forward
+from hersr_arch.inference import StaticShapeForward, count_tiles, tiled_forward
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 FORMAT_SUFFIX = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "tif": ".tif",
@@ -63,6 +63,7 @@ class UpscaleOptions:
 
     tile: int = 0
     tile_pad: int = 32
+    compile: bool = False
     device: str = "auto"
     precision: str = "fp32"
     noise_strength: float | None = None
@@ -303,7 +304,8 @@ class Upscaler:
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None = None,
-                 tile: int = 0, tile_pad: int = 32) -> None:  # fmt: skip
+                 tile: int = 0, tile_pad: int = 32, compile: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:  # fmt: skip
         self.model = model.to(device).eval()
         if device.type == "cpu":
             prepare_cpu_inference(self.model)
@@ -312,10 +314,16 @@ class Upscaler:
         self.scale = model.upscale
         self.num_in_ch, self.num_out_ch = model.num_in_ch, model.num_out_ch
         self.on_tile: Callable[[], None] | None = None
+        self.run = self.model
+        if compile:  # one graph for every tile: each is padded to the largest tile shape
+            if tile < 1:
+                raise ValueError("compile=True needs tile >= 1: the model is compiled for one tile shape.")
+            side = tile + 2 * tile_pad
+            self.run = StaticShapeForward(self.model, side, side, self.scale, log)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            return self.model(x)
+            return self.run(x)
 
     def _after_tile(self) -> None:
         release_free_memory()
@@ -418,6 +426,8 @@ def plan(source: Path, out_dir: Path, options: UpscaleOptions) -> list[tuple[Pat
         raise SetupError(f"--alpha {options.alpha!r}: choose model or bicubic.")
     if options.tile < 0 or options.tile_pad < 0:
         raise SetupError(f"--tile and --tile-pad must be >= 0, got {options.tile} and {options.tile_pad}.")
+    if options.compile and options.tile < 1:
+        raise SetupError("--compile needs --tile N: the model is compiled for one tile shape (e.g. --tile 256).")
     if source.is_dir() and out_dir.resolve() == source.resolve():
         raise SetupError(f"OUTPUT is the INPUT folder {str(source)!r}; choose another folder (inputs are never "
                          "modified).")  # fmt: skip
@@ -517,6 +527,11 @@ def run_upscale(source: Path, out_dir: Path, model_path: Path, options: UpscaleO
     level = logging.getLogLevel()
     logging.setLogLevel(logging.LOG_LEVEL_SILENT)  # OpenCV's own line per damaged file; ours is enough
     try:
-        return upscale_files(pairs, Upscaler(model, device, dtype, options.tile, options.tile_pad), options, log)
+        if log is None:
+            from tqdm import tqdm
+
+            log = lambda message: tqdm.write(message, file=sys.stderr)  # noqa: E731  (above the progress bars)
+        upscaler = Upscaler(model, device, dtype, options.tile, options.tile_pad, options.compile, log)
+        return upscale_files(pairs, upscaler, options, log)
     finally:
         logging.setLogLevel(level)

@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hersr_arch.archs.hersr_arch import hersr_m, hersr_s
+from hersr_arch.bench.launch_count import forward_launches, training_step_launches
+from hersr_arch.bench.model_cost import count_macs, count_params
+from hersr_arch.bench.targets import load_targets
 from hersr_arch.cpu_inference import prepare_cpu_inference
-from hersr_arch.tools.launch_count import forward_launches, training_step_launches
-from hersr_arch.tools.model_cost import count_macs, count_params
 
 MAC_SIZE = (180, 320)  # (H, W) input for the MAC count: 1280x720 output at x4
 LATENCY_SIZES = ((128, 128), (180, 320))
@@ -243,7 +244,7 @@ def _fresh_process_context():
         import multiprocessing
 
         _FORKSERVER = multiprocessing.get_context("forkserver")
-        preload = ["hersr_arch.tools.bench"] + (["spandrel"] if importlib.util.find_spec("spandrel") else [])
+        preload = ["hersr_arch.bench.harness"] + (["spandrel"] if importlib.util.find_spec("spandrel") else [])
         _FORKSERVER.set_forkserver_preload(preload)
     return _FORKSERVER
 
@@ -452,30 +453,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-TARGETS = [
-    # (description, ratio key or metric, limit)
-    ("hersr_s params after deploy <= 0.6M", ("param", "hersr_s (deployed)"), 0.6e6),
-    ("hersr_s <= 30 GMACs at 320x180 x4", ("gmacs", "hersr_s (deployed)"), 30.0),
-    ("hersr_s latency <= 0.15x SwinIR-light", ("ratio", "hersr_s (deployed) / SwinIR-light"), 0.15),
-    ("hersr_s latency <= 1.0x SPAN-48", ("ratio", "hersr_s (deployed) / SPAN-48"), 1.0),
-    ("hersr_m params after deploy <= 8M", ("param", "hersr_m (deployed)"), 8e6),
-    ("hersr_m latency <= 0.5x RealPLKSR", ("ratio", "hersr_m (deployed) / RealPLKSR"), 0.5),
-    ("hersr_s kernel launches per forward <= 250", ("launches", "hersr_s (deployed)"), 250),
-    ("hersr_m kernel launches per forward <= 450", ("launches", "hersr_m (deployed)"), 450),
-    ("hersr_s deployed >= 15% faster than train graph", ("ratio", "hersr_s (deployed) / hersr_s (train graph)"), 0.85),
-    ("hersr_m deployed >= 15% faster than train graph", ("ratio", "hersr_m (deployed) / hersr_m (train graph)"), 0.85),
-    ("hersr upscale 1024x1024 x4 (hersr_s, --tile 256) peak RSS <= 2 GiB (MiB)", ("upscale", "peak_mib"), 2048.0),
-    ("hersr_s time linear in pixels: 4x-pixel time ratio <= 1.1x its MAC ratio", ("linear", "hersr_s (deployed)"), 1.1),
-    ("hersr_m time linear in pixels: 4x-pixel time ratio <= 1.1x its MAC ratio", ("linear", "hersr_m (deployed)"), 1.1),
-    ("hersr_s memory linear in pixels: 4x-pixel peak-memory ratio <= 4.4", ("memory", "hersr_s (deployed)"), 4.4),
-    ("hersr_m memory linear in pixels: 4x-pixel peak-memory ratio <= 4.4", ("memory", "hersr_m (deployed)"), 4.4),
-]
 
 
 def check_targets(report: dict) -> list[tuple[str, float | None, float, bool | None]]:
     """``(target, measured, limit, met)`` for each target; ``None`` when not measured in this run."""
     rows = []
-    for text, (kind, key), limit in TARGETS:
+    for target in load_targets()["bench"]:
+        text, kind, key, limit = target["target"], target["kind"], target["key"], target["limit"]
         if kind == "ratio":
             value = report["ratios"].get(key)
         elif kind in ("linear", "memory"):
@@ -514,7 +498,7 @@ def render_markdown(report: dict) -> str:
         "on the math backend (FFTs not counted). Latency: median over rounds, `torch.inference_mode`, batch 1. "
         "Peak memory: peak RSS growth of one 320x180 forward in a fresh process. The 4x-pixel time "
         "ratio is the median of same-round ratios. Launches: kernel-launching ops of one eval forward "
-        "(views, allocations and metadata ops not counted; `hersr_arch/tools/launch_count.py`), at each "
+        "(views, allocations and metadata ops not counted; `hersr_arch/bench/launch_count.py`), at each "
         "input size; on a GPU at batch 1-16 they, not the MACs, set the time.",
         "",
         "| model | group | params | GMACs | " + " | ".join(s.replace("ms_", "ms ") for s in sizes)

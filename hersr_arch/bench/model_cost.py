@@ -8,9 +8,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from hersr_arch.archs.hersr_arch import hersr_l, hersr_m, hersr_s
-from hersr_arch.tools.launch_count import forward_launches
+from hersr_arch.bench.launch_count import forward_launches
 
-PRESETS = {"hersr_s": hersr_s, "hersr_m": hersr_m, "hersr_l": hersr_l}
+PRESET_BUILDERS = {"hersr_s": hersr_s, "hersr_m": hersr_m, "hersr_l": hersr_l}
 
 
 def count_params(model: nn.Module) -> int:
@@ -58,13 +58,13 @@ def network_cost(network: dict[str, str], scale: int) -> tuple[float | None, flo
 
 def preset_table(scale: int = 4, height: int = 180, width: int = 320) -> str:
     """Markdown table: params (train graph / deployed), deployed GMACs and deployed kernel launches
-    per forward (``hersr_arch.tools.launch_count``) for each preset."""
+    per forward (``hersr_arch.bench.launch_count``) for each preset."""
     rows = [
         f"| preset | params (train) | params (deployed) | GMACs, x{scale} at {width}x{height} input "
         "| kernel launches per forward (deployed) |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for name, build in PRESETS.items():
+    for name, build in PRESET_BUILDERS.items():
         torch.manual_seed(0)
         model = build(upscale=scale)
         train_params = count_params(model)

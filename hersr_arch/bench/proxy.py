@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hersr_arch.bench.targets import load_targets
 from hersr_arch.data.prepare import build_embedded_dataset, list_images
 
 
@@ -120,33 +121,58 @@ def train_and_score(
     root: Path,
     floor_psnr: float | None = None,
     log=None,
+    *,
+    loss_fn: Callable[[torch.Tensor | tuple, torch.Tensor], torch.Tensor] | None = None,
+    evaluate_fn: Callable[[Callable[[torch.Tensor], torch.Tensor]], tuple[float, float]] | None = None,
+    until_seconds: float = 0.0,
 ) -> dict:
     """Train ``net`` on the shared batches and score it; scoring time is not counted as training time.
 
-    Returns iterations, training seconds, final PSNR/SSIM and ``curve``: ``[iters, seconds, psnr, ssim]``
-    at every ``eval_every`` iterations and at the end.
+    ``loss_fn(output, gt)`` replaces the L1 loss of the main output (``output`` is the network's return
+    value, a tuple for MSG outputs); the network's MoE aux loss is added either way. ``evaluate_fn``
+    replaces the held-out x``scale`` scoring. With ``until_seconds`` (equal wall time against another
+    model), training also goes on past ``iters`` until that many seconds, and the model is scored at
+    the step that crosses it.
+
+    Returns iterations, training seconds, final PSNR/SSIM, ``curve``: ``[iters, seconds, psnr, ssim]``
+    at every ``eval_every`` iterations and at the end, ``at_iters`` (the curve point at ``iters``) and,
+    with ``until_seconds``, ``at_time`` (the point that crossed it).
     """
     torch.manual_seed(config.seed)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.99))
     curve = []
+    at_time = None
 
-    def score(step: int, seconds: float) -> None:
+    def score(step: int, seconds: float) -> list:
+        if curve and curve[-1][0] == step:
+            return curve[-1]
         net.eval()
-        psnr, ssim = evaluate(lambda x: net(x), root, config.scale)
+        if evaluate_fn is None:
+            psnr, ssim = evaluate(lambda x: net(x), root, config.scale)
+        else:
+            psnr, ssim = evaluate_fn(lambda x: net(x))
         net.train()
         curve.append([step, seconds, psnr, ssim])
         if log is not None:
             log(f"proxy:   {step} iterations, {seconds:.0f} s: {psnr:.2f} dB")
+        return curve[-1]
+
+    def running(step: int, trained: float) -> bool:
+        if config.seconds > 0:
+            return trained < config.seconds
+        return step < config.iters or trained < until_seconds
 
     net.train()
     trained = 0.0  # seconds spent training, scoring excluded
     step = 0
-    while (step < config.iters) if config.seconds <= 0 else (trained < config.seconds):
+    while running(step, trained):
         start = time.perf_counter()
         lq, gt = batches[step]
         out = net(lq)
-        out = out[0] if isinstance(out, tuple) else out
-        loss = F.l1_loss(out, gt)
+        if loss_fn is None:
+            loss = F.l1_loss(out[0] if isinstance(out, tuple) else out, gt)
+        else:
+            loss = loss_fn(out, gt)
         aux = getattr(net, "aux_loss", None)
         if isinstance(aux, torch.Tensor) and aux.requires_grad:
             loss = loss + aux
@@ -155,18 +181,22 @@ def train_and_score(
         opt.step()
         trained += time.perf_counter() - start
         step += 1
-        if config.eval_every > 0 and step % config.eval_every == 0:
+        if (config.eval_every > 0 and step % config.eval_every == 0) or (config.seconds <= 0 and step == config.iters):
             score(step, trained)
-    if not curve or curve[-1][0] != step:
-        score(step, trained)
+        if until_seconds > 0 and at_time is None and trained >= until_seconds:
+            at_time = score(step, trained)
+    last = score(step, trained)
     passed = next((p for p in curve if floor_psnr is not None and p[2] > floor_psnr), None)
+    at_iters = next((p for p in curve if p[0] == config.iters), None)
     return {
         "iters": step,
         "seconds": trained,
-        "psnr": curve[-1][2],
-        "ssim": curve[-1][3],
+        "psnr": last[2],
+        "ssim": last[3],
         "curve": curve,
         "passed_bicubic_at": None if passed is None else passed[:2],
+        "at_iters": at_iters,
+        "at_time": at_time,
     }
 
 
@@ -184,11 +214,6 @@ def run_proxy(models: dict[str, Callable[[], nn.Module]], config: ProxyConfig, l
     return {"bicubic": floor, "models": results, "config": config.__dict__}
 
 
-PROXY_TARGETS = (
-    ("hersr_s (train graph)", "SPAN-48"),
-    ("hersr_s (train graph)", "SwinIR-light"),
-    ("hersr_m (train graph)", "RealPLKSR"),
-)
 
 
 def psnr_within(result: dict, seconds: float) -> float | None:
@@ -202,7 +227,7 @@ def check_proxy_targets(result: dict) -> list[tuple[str, str]]:
     models, floor = result["models"], result["bicubic"][0]
     equal_time = min((r["seconds"] for r in models.values()), default=0.0)
     rows = []
-    for ours, peer in PROXY_TARGETS:
+    for ours, peer in load_targets()["proxy"]:
         if ours not in models or peer not in models:
             continue
         a, b = models[ours], models[peer]
