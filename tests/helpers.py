@@ -362,3 +362,22 @@ def logged_losses(log_text: str) -> dict[int, dict[str, float]]:
             pairs = re.findall(r"(\w+): ([-+.\deE]+)", m.group(2))
             losses[int(m.group(1))] = {k: float(v) for k, v in pairs}
     return losses
+
+
+def hersr_model_options(root, network: dict, name: str = "model", **train) -> dict:
+    """In-process ``HERSRModel`` options on the CPU: ``network`` as ``network_g``, every output path
+    ``root``, Adam and L1 unless ``train`` overrides them, no validation."""
+    paths = {key: str(root) for key in ("experiments_root", "models", "training_states", "log", "visualization")}
+    return {
+        "name": name, "model_type": "HERSRModel", "scale": network.get("upscale", 1), "num_gpu": 0,
+        "dist": False, "rank": 0, "world_size": 1, "is_train": True, "network_g": network,
+        "path": {"pretrain_network_g": None, "strict_load_g": True, "resume_state": None, **paths},
+        "train": {
+            "optim_g": {"type": "Adam", "lr": 1e-3, "betas": [0.9, 0.99]},
+            "scheduler": {"type": "MultiStepLR", "milestones": [10**6], "gamma": 0.5},
+            "total_iter": 10, "warmup_iter": -1,
+            "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0, "reduction": "mean"},
+            **train,
+        },
+        "val": None,
+    }  # fmt: skip

@@ -14,6 +14,7 @@ from torch._dynamo.utils import counters
 from hersr_arch.archs.hersr_arch import hersr_s
 from hersr_arch.inference import StaticShapeForward
 from hersr_arch.tools.upscale import Upscaler
+from tests.helpers import hersr_model_options
 from tests.networks import TINY, perturb_
 
 
@@ -98,20 +99,7 @@ def test_upscaler_compiles_for_the_padded_tile_shape(monkeypatch):
 def _model_options(tmp_path, compile_option):
     tmp_path.mkdir(parents=True, exist_ok=True)
     network = {"type": "HERSR", "upscale": 2, **TINY}
-    paths = {key: str(tmp_path) for key in ("experiments_root", "models", "training_states", "log", "visualization")}
-    return {
-        "name": "compile", "model_type": "HERSRModel", "scale": 2, "num_gpu": 0, "dist": False, "rank": 0,
-        "world_size": 1, "is_train": True, "network_g": network,
-        "path": {"pretrain_network_g": None, "strict_load_g": True, "resume_state": None, **paths},
-        "train": {
-            "ema_decay": 0.9, "compile": compile_option,
-            "optim_g": {"type": "Adam", "lr": 1e-3, "betas": [0.9, 0.99]},
-            "scheduler": {"type": "MultiStepLR", "milestones": [10**6], "gamma": 0.5},
-            "total_iter": 10, "warmup_iter": -1,
-            "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0, "reduction": "mean"},
-        },
-        "val": None,
-    }  # fmt: skip
+    return hersr_model_options(tmp_path, network, "compile", ema_decay=0.9, compile=compile_option)
 
 
 def test_train_compile_option_trains_the_same_network(tmp_path):

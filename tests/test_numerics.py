@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 import hersr_arch.archs.hersr_arch as hersr_arch_module
 from hersr_arch.models.hersr_model import HERSRModel
+from tests.helpers import hersr_model_options
 from tests.networks import TINY, perturb_, tiny_hersr
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -136,23 +137,13 @@ HIGH_LR_ITERS = 120  # twelve extreme batches, four of each kind
 
 def _train_options(tmp_path, amp):
     network = {"type": "HERSR", "upscale": 2, **TINY, "use_prompt": True, "msg_outputs": True, "moe_top_k": 2}
-    paths = {key: str(tmp_path) for key in ("experiments_root", "models", "training_states", "log", "visualization")}
-    return {
-        "name": "numerics", "model_type": "HERSRModel", "scale": 2, "num_gpu": 0, "dist": False, "rank": 0,
-        "world_size": 1, "is_train": True, "network_g": network,
-        "path": {"pretrain_network_g": None, "strict_load_g": True, "resume_state": None, **paths},
-        "train": {
-            "ema_decay": 0.9,
-            "optim_g": {"type": "Adam", "lr": 1e-2, "betas": [0.9, 0.99]},  # 50x the usual 2e-4
-            "scheduler": {"type": "MultiStepLR", "milestones": [10**6], "gamma": 0.5},
-            "total_iter": HIGH_LR_ITERS, "warmup_iter": -1,
-            "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0, "reduction": "mean"},
-            "frequency_opt": {"type": "FFTLoss", "loss_weight": 0.05},
-            "msg_opt": {"type": "L1Loss", "loss_weight": 1.0, "weights": [0.5, 0.25, 0.125]},
-            "grad_clip": 0.5, "amp": amp, "max_nonfinite_steps": 1000,
-        },
-        "val": None,
-    }  # fmt: skip
+    return hersr_model_options(
+        tmp_path, network, "numerics", ema_decay=0.9,
+        optim_g={"type": "Adam", "lr": 1e-2, "betas": [0.9, 0.99]},  # 50x the usual 2e-4
+        total_iter=HIGH_LR_ITERS, frequency_opt={"type": "FFTLoss", "loss_weight": 0.05},
+        msg_opt={"type": "L1Loss", "loss_weight": 1.0, "weights": [0.5, 0.25, 0.125]},
+        grad_clip=0.5, amp=amp, max_nonfinite_steps=1000,
+    )  # fmt: skip
 
 
 def _batch(i: int, gen: torch.Generator) -> dict:

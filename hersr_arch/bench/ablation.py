@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hersr_arch.archs.hersr_arch import WindowAttention, hersr_s
+from hersr_arch.bench.harness import interleaved_latency
 from hersr_arch.bench.launch_count import forward_launches
 from hersr_arch.bench.model_cost import count_macs, count_params
 from hersr_arch.bench.proxy import (
@@ -260,16 +261,7 @@ def variant_costs(names, size: tuple[int, int], rounds: int) -> dict[str, dict]:
             "launches": forward_launches(net, size).total,
         }
         models[name] = prepare_cpu_inference(net)
-    x = torch.rand(1, 3, *size)
-    times = {name: [] for name in models}
-    with torch.inference_mode():
-        for net in models.values():
-            net(x)
-        for _ in range(rounds):
-            for name, net in models.items():
-                start = time.perf_counter()
-                net(x)
-                times[name].append(time.perf_counter() - start)
+    times = interleaved_latency(models, size, rounds)
     for name in models:
         costs[name]["cpu_ms"] = 1000 * statistics.median(times[name])
     return costs
