@@ -2,9 +2,10 @@
 
 Accepted: BasicSR checkpoints (``params_ema`` preferred, then ``params``), plain state dicts,
 ``state_dict``/``model`` wrappers, DDP ``module.`` prefixes, deployed (reparameterized) and training
-weights, ``.pth``/``.pt`` and ``.safetensors`` files. Every constructor argument is recovered from
-tensor shapes and key names, plus the ``hyper`` buffer for the few that shapes cannot reveal (see
-``HERSR.hyper``). The network file stays free of loading logic (spandrel's convention).
+weights, ``.pth``/``.pt`` and ``.safetensors`` files. The network's :class:`HERSRConfig` is saved
+with its weights (the ``config_json`` buffer); for files without one it is inferred from tensor shapes
+and key names. Files of older HERSR versions are brought to the current format by one function,
+:func:`migrate_state_dict`. The network file stays free of loading logic (spandrel's convention).
 """
 
 from __future__ import annotations
@@ -16,14 +17,7 @@ from pathlib import Path
 
 import torch
 
-from hersr_arch.archs.hersr_arch import (
-    _FREQ_SPLITS,
-    _ROUTINGS,
-    HERSR,
-    HYPER_FIELDS,
-    NoiseInjection,
-    blocks_per_scale,
-)
+from hersr_arch.archs.hersr_arch import HERSR, HERSRConfig, blocks_per_scale, fold_pointwise_input
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -72,7 +66,62 @@ def unwrap_state_dict(obj, source: str = "checkpoint") -> dict[str, torch.Tensor
 
 
 # ----------------------------------------------------------------------------------------------
-# Recovering hyper-parameters
+# Older files
+# ----------------------------------------------------------------------------------------------
+
+# Format 1 stored the settings that shapes cannot show as an int64 ``hyper`` buffer, in this order,
+# the names as indices into the tuples of that time.
+_FORMAT1_FIELDS = ("format", "upscale", "num_in_ch", "num_out_ch", "window_size", "moe_routing", "train_size",
+                   "moe_top_k", "noise_mode", "freq_split")  # fmt: skip
+_FORMAT1_NAMES = {
+    "moe_routing": ("image", "token"),
+    "noise_mode": ("random", "fixed", "off"),
+    "freq_split": ("haar", "avgpool", "none"),
+}
+# Keys only the training form has (each ``reparameterize()`` removes them).
+_TRAINING_ONLY = re.compile(
+    r"(.*plk\.small\.weight|.*dwconv\.point\.weight|.*norm_attn\.weight|.*norm_ffn\.norm\.weight"
+    r"|moe\.experts\.\d+\.norm\.weight|(encoder|decoder)\.\d+\.blocks\.\d+\.layer_scale)$"
+)
+
+
+def migrate_state_dict(sd: StateDict) -> dict[str, torch.Tensor]:
+    """``sd`` in the current format, as a new dict (``sd`` is left as it is). Older files differ in:
+
+    * the layer scale of each dual-path block, once ``blocks.N.scale``, now ``blocks.N.layer_scale``;
+    * deployed weights written before deploy folded the gated conv's ``project`` into its block's
+      fusion 1x1 still carry it: it is folded now (exact up to rounding);
+    * format 1 kept what shapes cannot show in an integer ``hyper`` buffer: it becomes the
+      ``config_json`` record, with the rest of the config inferred from the weights.
+    """
+    sd = {re.sub(r"(\.blocks\.\d+)\.scale$", r"\1.layer_scale", k): v for k, v in sd.items()}
+    if not any(_TRAINING_ONLY.match(k) for k in sd):
+        for project in [k[: -len("weight")] for k in sd if k.endswith("local.gated.project.weight")]:
+            fuse = project[: -len("local.gated.project.")] + "fuse."
+            if fuse + "weight" in sd and project + "bias" in sd:
+                sd[fuse + "weight"], sd[fuse + "bias"] = fold_pointwise_input(
+                    sd[fuse + "weight"], sd[fuse + "bias"], sd.pop(project + "weight"), sd.pop(project + "bias")
+                )
+    if "hyper" in sd:
+        values = dict(zip(_FORMAT1_FIELDS, (int(v) for v in sd.pop("hyper").tolist())))
+        settings = {k: _FORMAT1_NAMES[k][v] if k in _FORMAT1_NAMES else v for k, v in values.items() if k != "format"}
+        sd["config_json"] = infer_config(sd, settings).to_tensor()
+    return sd
+
+
+def read_config(sd: StateDict) -> HERSRConfig:
+    """The config of (migrated) weights ``sd``: the record saved with them, else inferred from them."""
+    _require_hersr(sd)
+    if "config_json" not in sd:
+        return infer_config(sd)
+    try:
+        return HERSRConfig.from_tensor(sd["config_json"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"The checkpoint's config record cannot be used: {err}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Inferring the config of files without a record
 # ----------------------------------------------------------------------------------------------
 
 _NICE_RATIOS = (0.25, 2.66, 2.0, 0.125, 0.5, 2.5, 3.0, 4.0, 1.0, 1.5)
@@ -96,38 +145,42 @@ def _indices(keys: Iterable[str], pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for k in keys if (m := re.match(pattern, k))})
 
 
-def _hyper_values(sd: StateDict) -> dict[str, int]:
-    if "hyper" not in sd:
-        return {}
-    values = [int(v) for v in sd["hyper"].tolist()]
-    return dict(zip(HYPER_FIELDS, values))
-
-
-def infer_config(sd: StateDict) -> dict:
-    """``HERSR`` keyword arguments (with ``deploy``) that rebuild the network of state dict ``sd``."""
-    keys = list(sd)
+def _require_hersr(sd: StateDict) -> None:
     if "stem.0.weight" not in sd or "reconstruct.weight" not in sd:
+        keys = list(sd)
         found = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
         raise CheckpointError(
             "This is not a HERSR checkpoint: it lacks 'stem.0.weight' and 'reconstruct.weight' "
             f"(its first keys: {found or 'none'})."
         )
-    hyper = _hyper_values(sd)
-    num_in_ch = hyper.get("num_in_ch", sd["stem.0.weight"].shape[1])
+
+
+def infer_config(sd: StateDict, known: Mapping | None = None) -> HERSRConfig:
+    """The config of (migrated) weights ``sd`` from tensor shapes and key names alone.
+
+    ``known`` gives settings that shapes cannot show (``upscale``, ``num_out_ch``, ``window_size``,
+    ``moe_routing``, ``moe_top_k``, ``train_size``, ``noise_mode``, ``freq_split``); without them,
+    the defaults are assumed, and the output channels and scale that fit the reconstruction conv.
+    """
+    _require_hersr(sd)
+    known = dict(known or {})
+    keys = list(sd)
+    num_in_ch = known.get("num_in_ch", sd["stem.0.weight"].shape[1])
     dims = [sd["stem.0.weight"].shape[0]]
     for i in _indices(keys, r"downs\.(\d+)\."):
         dims.append(sd[f"downs.{i}.body.1.weight"].shape[0])
     n = len(dims)
     recon = sd["reconstruct.weight"].shape[0]
-    if "upscale" in hyper:
-        upscale, num_out_ch = hyper["upscale"], hyper["num_out_ch"]
-    else:  # no hyper buffer: assume as many output channels as input channels
-        num_out_ch = num_in_ch
-        upscale = round((recon / num_out_ch) ** 0.5)
-    if num_out_ch * upscale**2 != recon:
+    # reconstruct has num_out_ch * upscale**2 channels: unless told, try as many output channels as
+    # input channels first, then RGB and gray.
+    outs = [known["num_out_ch"]] if "num_out_ch" in known else list(dict.fromkeys((num_in_ch, 3, 1)))
+    scales = [known["upscale"]] if "upscale" in known else [4, 2, 3, 1]
+    fits = [(c, s) for c in outs for s in scales if c * s * s == recon]
+    if not fits:
         raise CheckpointError(f"Cannot tell output channels and scale apart: reconstruct has {recon} channels.")
+    num_out_ch, upscale = fits[0]
 
-    config = dict(num_in_ch=num_in_ch, num_out_ch=num_out_ch, upscale=upscale, dims=tuple(dims))
+    config = dict(known, num_in_ch=num_in_ch, num_out_ch=num_out_ch, upscale=upscale, dims=tuple(dims))
     config["depths"] = blocks_per_scale(keys, "encoder", n)
     config["dec_depths"] = blocks_per_scale(keys, "decoder", n)
     config["use_local"] = any(".local." in k for k in keys)
@@ -143,14 +196,11 @@ def infer_config(sd: StateDict) -> dict:
         heads.append(sd[scales[0]].shape[0] if scales else 1)
     config["num_heads"] = tuple(heads)
 
-    tables = [k for k in keys if k.endswith("rel_pos_table")]
-    window = hyper.get("window_size")
-    if window is None:
-        window = (round(sd[tables[0]].shape[0] ** 0.5) + 1) // 2 if tables else 8
-    config["window_size"] = window
+    if "window_size" not in known:
+        tables = [k for k in keys if k.endswith("rel_pos_table")]
+        config["window_size"] = (round(sd[tables[0]].shape[0] ** 0.5) + 1) // 2 if tables else 8
 
-    ffn = [(sd[k].shape[0], sd[k].shape[1])
-           for k in keys if k.endswith("ffn.project.weight")]
+    ffn = [(sd[k].shape[0], sd[k].shape[1]) for k in keys if k.endswith("ffn.project.weight")]
     if ffn:
         config["ffn_expansion"] = _fit_ratio(ffn, "GDFN hidden")
     large = [k for k in keys if k.endswith("plk.large.weight")]
@@ -159,19 +209,11 @@ def infer_config(sd: StateDict) -> dict:
         pairs = []
         for k in large:
             owner = k[: -len("plk.large.weight")]
-            channels = _channels_of(sd, owner, dims)
-            pairs.append((channels, sd[k].shape[0]))
+            pairs.append((_channels_of(sd, owner, dims), sd[k].shape[0]))
         config["plk_ratio"] = _fit_ratio(pairs, "partial large-kernel")
-    # Deployed weights have none of the training-only branches (see ``reparameterize()`` methods).
-    training_only = re.compile(
-        r"(.*plk\.small\.weight|.*dwconv\.point\.weight|.*norm_attn\.weight|.*norm_ffn\.norm\.weight"
-        r"|moe\.experts\.\d+\.norm\.weight|(encoder|decoder)\.\d+\.blocks\.\d+\.scale)$"
-    )
-    config["deploy"] = not any(training_only.match(k) for k in keys)
+    config["deploy"] = not any(_TRAINING_ONLY.match(k) for k in keys)
 
-    if "freq_split" in hyper:
-        config["freq_split"] = _FREQ_SPLITS[hyper["freq_split"]]
-    else:
+    if "freq_split" not in known:
         config["freq_split"] = "haar" if "low_inject.weight" in sd else "none"
     config["upsampler"] = "dysample" if any(re.match(r"ups\.\d+\.body\.1\.offset\.", k) for k in keys) else "pixelshuffle"
     config["msg_outputs"] = any(k.startswith("msg_heads.") for k in keys)
@@ -185,20 +227,15 @@ def infer_config(sd: StateDict) -> dict:
             parts = {k.split(".")[3] for k in keys if k.startswith(f"moe.experts.{e}.")}
             experts.append(next(kind for part, kind in kinds.items() if part in parts))
         config["moe_experts"] = tuple(experts)
-        if "moe_routing" in hyper:
-            config["moe_routing"] = _ROUTINGS[hyper["moe_routing"]]
-        if "moe_top_k" in hyper:
-            config["moe_top_k"] = hyper["moe_top_k"]
     config["use_prompt"] = "prompt.bank" in sd
     if config["use_prompt"]:
         config["num_prompts"] = sd["prompt.bank"].shape[0]
-    if "train_size" in hyper:
-        config["train_size"] = hyper["train_size"]
-    if "noise_mode" in hyper:
-        config["noise_mode"] = NoiseInjection.MODES[hyper["noise_mode"]]
-    elif config["use_texture_head"] and "texture.noise.weight" not in sd:
+    if "noise_mode" not in known and config["use_texture_head"] and "texture.noise.weight" not in sd:
         config["noise_mode"] = "off"
-    return config
+    try:
+        return HERSRConfig(**config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"The weights give no valid HERSR config: {err}") from None
 
 
 def _channels_of(sd: StateDict, owner: str, dims: list[int]) -> int:
@@ -215,17 +252,64 @@ def _channels_of(sd: StateDict, owner: str, dims: list[int]) -> int:
 
 
 def build_from_state_dict(sd: StateDict, **overrides) -> HERSR:
-    """A HERSR model with the weights of ``sd`` loaded (strict), in eval mode.
+    """A HERSR model with the weights of ``sd`` (any version, migrated) loaded strictly, in eval mode.
 
     ``overrides`` may change behavioural settings such as ``noise_strength`` or ``train_size``.
     """
-    config = {**infer_config(sd), **overrides}
-    model = HERSR(**config)
+    sd = migrate_state_dict(sd)
+    config = read_config(sd)
+    try:
+        config = config.replace(**overrides)
+        model = HERSR(config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"Cannot build HERSR from this checkpoint with {overrides}: {err}") from None
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"Weights do not fit the inferred HERSR configuration {config}: {err}") from None
+        raise CheckpointError(f"Weights do not fit their HERSR config {config}: {err}") from None
     return model.eval()
+
+
+def migrate_file(src: str | os.PathLike, dst: str | os.PathLike) -> list[str]:
+    """Rewrite checkpoint ``src`` of any HERSR version in the current format at ``dst``.
+
+    For the arch file copied alone into another framework, which loads only the current format. The
+    layout is kept: a BasicSR checkpoint keeps ``params`` and ``params_ema`` (each migrated), a plain
+    state dict stays plain, ``.safetensors`` stays safetensors; DDP's ``module.`` prefixes are dropped.
+    Each migrated state dict must build and load before ``dst`` is written (atomically). Returns the
+    names of the migrated entries.
+    """
+    src, dst = Path(src), Path(dst)
+    read_state_dict(src)  # the clear errors for missing, damaged and foreign files
+    if src.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        obj = load_file(str(src))
+    else:
+        obj = torch.load(src, map_location="cpu", weights_only=True)
+    wrapped = [k for k in ("params_ema", "params", "state_dict", "model", "net_g") if isinstance(obj.get(k), Mapping)]
+    entries = {k: obj[k] for k in wrapped} if wrapped else {"state dict": obj}
+    migrated = {}
+    for name, sd in entries.items():
+        sd = migrate_state_dict(unwrap_state_dict(sd, f"{src.name} [{name}]"))
+        build_from_state_dict(sd)  # raises CheckpointError if it does not load
+        migrated[name] = sd
+    result = {**obj, **migrated} if wrapped else migrated["state dict"]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        if dst.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            if wrapped:
+                raise CheckpointError(f"{src.name} holds {wrapped}; a .safetensors file holds one state dict.")
+            save_file({k: v.contiguous() for k, v in result.items()}, str(tmp))
+        else:
+            torch.save(result, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return list(migrated)
 
 
 def load_hersr(path: str | os.PathLike, **overrides) -> HERSR:

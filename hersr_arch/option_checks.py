@@ -12,6 +12,7 @@ LMDBs are opened read-only, without a lock file; images are opened for their hea
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import os
@@ -22,6 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
+from hersr_arch.archs.hersr_arch import HERSR
+from hersr_arch.loading import migrate_state_dict
 
 _SHOWN = 8  # names shown in a message before "..."
 _MAX_SIZE_CHECKS = 20000  # image pairs whose sizes are read (evenly spaced beyond that)
@@ -149,8 +153,10 @@ def _check_folder(root, where: str, backend: str = "disk") -> Path:
 
 
 def _files(folder: Path) -> list[str]:
-    """The file names BasicSR's ``scandir`` lists: not hidden, not recursive."""
-    return sorted(e.name for e in os.scandir(folder) if not e.name.startswith(".") and e.is_file())
+    """The file names BasicSR's disk backend reads from ``folder`` (its own ``scandir``), sorted."""
+    from basicsr.utils import scandir
+
+    return sorted(scandir(str(folder)))
 
 
 def _lmdb_meta(root: Path, where: str) -> dict[str, tuple[int, int]]:
@@ -306,19 +312,19 @@ def _read_checkpoint(path, where: str):
 
 def _hersr_config_diff(model_sd, ckpt_sd) -> str:
     """``'upscale (checkpoint 2, options 4), dims (...)'`` for two HERSR state dicts, else ''."""
-    from hersr_arch.loading import CheckpointError, infer_config
+    from hersr_arch.loading import CheckpointError, read_config
 
     try:
-        ours = infer_config(model_sd)
+        ours = read_config(model_sd)
     except CheckpointError:
         return ""
     try:
-        theirs = infer_config(ckpt_sd)
+        theirs = read_config(ckpt_sd)
     except CheckpointError as err:
         reason = str(err).rstrip(".")
         return reason[:1].lower() + reason[1:]
-    diff = [f"{k} (checkpoint {_plain(theirs.get(k))}, options {_plain(ours.get(k))})"
-            for k in dict.fromkeys([*ours, *theirs]) if ours.get(k) != theirs.get(k)]
+    diff = [f"{f.name} (checkpoint {_plain(getattr(theirs, f.name))}, options {_plain(getattr(ours, f.name))})"
+            for f in dataclasses.fields(ours) if getattr(ours, f.name) != getattr(theirs, f.name)]
     return f"hyper-parameters differ: {', '.join(diff)}" if diff else ""
 
 
@@ -346,6 +352,8 @@ def check_checkpoint_fits(net: torch.nn.Module, path, param_key: str | None = "p
     if not isinstance(ckpt, Mapping) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         raise OptionError(f"{where}: {str(path)!r} holds no state dict of tensors under {param_key!r}.")
     sd = {k[7:] if k.startswith("module.") else k: v for k, v in ckpt.items()}
+    if isinstance(net, HERSR):  # as HERSRModel.load_network: files of older versions are migrated
+        sd = migrate_state_dict(sd)
     model_sd = net.state_dict()
     problems = []
     shapes = [f"{k} (checkpoint {list(sd[k].shape)}, model {list(v.shape)})"

@@ -9,8 +9,9 @@ Usage::
     model = spandrel.ModelLoader().load_from_file("net_g_ema.pth")   # or a deployed .safetensors
     sr = model(image)                             # (1, 3, H, W) in [0, 1] -> (1, 3, sH, sW)
 
-Every constructor argument is recovered by :func:`hersr_arch.loading.infer_config` (tensor shapes,
-key names and the ``hyper`` buffer), so presets and custom widths, depths and flags all load.
+The network's :class:`~hersr_arch.archs.hersr_arch.HERSRConfig` is read from the record saved with
+the weights, or inferred from shapes and key names for files without one, and files of older HERSR
+versions are migrated (:mod:`hersr_arch.loading`), so presets and custom widths, depths and flags all load.
 What the descriptor claims is what the test suite checks:
 
 * ``supports_half`` / ``supports_bfloat16``: a model cast with ``.half()`` / ``.bfloat16()`` runs
@@ -22,8 +23,6 @@ What the descriptor claims is what the test suite checks:
 """
 
 from __future__ import annotations
-
-import inspect
 
 try:
     from spandrel import (
@@ -39,43 +38,35 @@ try:
 except ImportError as err:  # an optional extra: say how to get it instead of a bare traceback
     raise ImportError("hersr_arch.spandrel_support needs spandrel: pip install spandrel (or hersr_arch[test]).") from err
 
-from hersr_arch.archs.hersr_arch import HERSR, PRESETS
-from hersr_arch.loading import infer_config
+from hersr_arch.archs.hersr_arch import HERSR, PRESETS, HERSRConfig
+from hersr_arch.loading import migrate_state_dict, read_config
 
 ARCH_ID = "HERSR"
-_DEFAULTS = {name: p.default for name, p in inspect.signature(HERSR).parameters.items()}
 _PRESET_FIELDS = ("dims", "depths", "dec_depths", "num_heads", "plk_kernel", "ffn_expansion", "use_prompt")
 
 
 def detect(state_dict: StateDict) -> bool:
-    """True for HERSR weights: stem and reconstruction convs, and the encoder or the ``hyper`` buffer.
+    """True for HERSR weights: stem and reconstruction convs, and the encoder or a config record.
 
-    ``stem.*`` and ``reconstruct.*`` alone are generic names; no architecture bundled with
-    spandrel has both together with ``encoder.*`` scales or a 10-entry integer ``hyper`` buffer.
+    ``stem.*`` and ``reconstruct.*`` alone are generic names; no architecture bundled with spandrel
+    has both together with ``encoder.*`` stages, a ``config_json`` record or a format-1 ``hyper`` buffer.
     """
     if "stem.0.weight" not in state_dict or "reconstruct.weight" not in state_dict:
         return False
-    hyper = state_dict.get("hyper")
-    if hyper is not None and hyper.dim() == 1 and not hyper.is_floating_point():
-        return True
+    for key in ("config_json", "hyper"):
+        record = state_dict.get(key)
+        if record is not None and record.dim() == 1 and not record.is_floating_point():
+            return True
     return any(key.startswith("encoder.0.") for key in state_dict)
 
 
-def preset_name(config: dict) -> str | None:
-    """``'hersr_s'``/``'hersr_m'``/``'hersr_l'`` when ``config`` (from ``infer_config``) is that preset."""
+def preset_name(config: HERSRConfig) -> str | None:
+    """``'hersr_s'``/``'hersr_m'``/``'hersr_l'`` when ``config`` has that preset's structure."""
     for name, overrides in PRESETS.items():
-        expected = {field: overrides.get(field, _DEFAULTS[field]) for field in _PRESET_FIELDS}
-        if all(_same(config.get(field, _DEFAULTS[field]), value) for field, value in expected.items()):
+        preset = HERSRConfig(**overrides)
+        if all(getattr(config, field) == getattr(preset, field) for field in _PRESET_FIELDS):
             return name
     return None
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, float | int) and isinstance(b, float | int):
-        return abs(a - b) < 1e-6
-    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 class HERSRArch(Architecture[HERSR]):
@@ -85,12 +76,12 @@ class HERSRArch(Architecture[HERSR]):
         super().__init__(id=ARCH_ID, name="HERSR", detect=detect)
 
     def load(self, state_dict: StateDict) -> ImageModelDescriptor[HERSR]:
-        config = infer_config(state_dict)
-        model = HERSR(**config)
-        scale = config["upscale"]
-        preset = preset_name(config)
-        tags = [preset or "custom", f"{config['dims'][0]}nf"]
-        if config["deploy"]:
+        state_dict = migrate_state_dict(state_dict)
+        config = read_config(state_dict)
+        model = HERSR(config)
+        scale = config.upscale
+        tags = [preset_name(config) or "custom", f"{config.dims[0]}nf"]
+        if config.deploy:
             tags.append("deployed")
         return ImageModelDescriptor(
             model,
@@ -101,8 +92,8 @@ class HERSRArch(Architecture[HERSR]):
             supports_half=True,
             supports_bfloat16=True,
             scale=scale,
-            input_channels=config["num_in_ch"],
-            output_channels=config["num_out_ch"],
+            input_channels=config.num_in_ch,
+            output_channels=config.num_out_ch,
             size_requirements=SizeRequirements(),
             tiling=ModelTiling.SUPPORTED,
         )

@@ -1,8 +1,17 @@
 """Tiny HERSR configurations and weight perturbation, for tests that need non-trivial networks."""
 
+from pathlib import Path
+
 import torch
 
 from hersr_arch.archs.hersr_arch import HERSR, Upsample2x, icnr_
+
+# Weights as HERSR wrote them before the config record (config format 1: an integer ``hyper``
+# buffer, layer scales as ``blocks.N.scale``), written at commit acbd2a8 from a 2-stage network with
+# every component on (x2, avg-pool split, token routing, top-1, prompt, fixed noise, train_size 24):
+# ``config`` (its arguments), ``train``, ``deployed``, ``deployed_before_project_fold`` (deploy as
+# it was before the gated conv's ``project`` was folded), ``input`` and the eval ``output``.
+FORMAT1 = Path(__file__).parent / "data" / "format1_tiny.pt"
 
 # A full-featured but tiny network: every component on, seconds to run on 2 CPU cores.
 TINY = dict(

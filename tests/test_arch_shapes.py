@@ -52,7 +52,7 @@ def test_scale_alias():
         (dict(noise_mode="gaussian"), "noise_mode='gaussian'"),
         (dict(moe_experts=("conv", "lstm")), "moe_experts=\\['conv', 'lstm'\\]"),
         (dict(dims=(10, 12, 16, 16)), "dims\\[0\\]=10 must be a positive multiple of 4"),
-        (dict(depths=(1, 1)), "depths must have one entry per scale \\(4\\)"),
+        (dict(depths=(1, 1)), "depths must have one entry per stage \\(4"),
         (dict(plk_kernel=4), "plk_kernel must be an odd integer"),
         (dict(use_local=False, use_context=False), "at least one of use_local and use_context"),
         (dict(moe_top_k=-1), "moe_top_k must be 0"),

@@ -88,7 +88,7 @@ NETWORK_CASES = [
     ("plk_kernel", _build(plk_kernel=4), ValueError, ["got 4", "odd integer >= 3"]),
     ("dims", _build(dims=(10, 12, 16, 16)), ValueError, ["dims[0]=10", "multiple of 4"]),
     ("moe_experts", _build(moe_experts=("conv", "mlp")), ValueError, ["'mlp'", "['conv', 'attn', 'fft']"]),
-    ("depths length", _build(depths=(1, 1)), ValueError, ["[1, 1]", "one entry per scale (4)"]),
+    ("depths length", _build(depths=(1, 1)), ValueError, ["[1, 1]", "one entry per stage (4"]),
     (
         "unknown keyword",
         lambda net: check_network_options({"type": "HERSR", "dimz": [8, 8, 8, 8]}),
@@ -288,7 +288,7 @@ def _build_cases(root: Path, data: dict) -> dict[str, Case]:
         ),
         "checkpoint of another architecture": _train_case(
             root / "foreign", data, ["msrresnet.pth", "does not fit network_g (HERSR)", "not a HERSR checkpoint",
-                                     "missing from the checkpoint: hyper, stem.0.weight", "unexpected key(s): conv_first."],
+                                     "missing from the checkpoint: config_json, stem.0.weight", "unexpected key(s): conv_first."],
             edit=pretrain(foreign), extra_inputs=[ckpts],
         ),
         "checkpoint with other hyper-parameters": _train_case(

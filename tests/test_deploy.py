@@ -65,10 +65,10 @@ def test_preset_parameter_budgets_after_deploy(preset, budget):
 
 def test_deploy_folds_the_gated_conv_projection_and_loads_weights_deployed_before(monkeypatch):
     """Deploy folds each local path's last 1x1 (``GatedConv.project``) into its block's fusion 1x1.
-    Deployed weights saved before that fold (``project`` still separate) load into a deployed model,
-    built directly or rebuilt from the weights, folded on the way: same outputs, caller's dict untouched."""
+    Deployed weights saved before that fold (``project`` still separate) are folded by the loading
+    migration, for a model built directly or rebuilt from the weights: same outputs, caller's dict untouched."""
     from hersr_arch.archs import hersr_arch as arch
-    from hersr_arch.loading import build_from_state_dict, infer_config
+    from hersr_arch.loading import build_from_state_dict, migrate_state_dict, read_config
 
     trained = train_steps(tiny_hersr(upscale=2), steps=3).eval()
     x = torch.rand(1, 3, 14, 11, generator=torch.Generator().manual_seed(0))
@@ -76,9 +76,9 @@ def test_deploy_folds_the_gated_conv_projection_and_loads_weights_deployed_befor
         reference = trained(x)
 
     def scale_fold_only(block):  # what deploy did before: the layer scale alone went into ``fuse``
-        block.fuse.weight *= block.scale.view(-1, 1, 1, 1)
-        block.fuse.bias *= block.scale.view(-1)
-        block.scale = None
+        block.fuse.weight *= block.layer_scale.view(-1, 1, 1, 1)
+        block.fuse.bias *= block.layer_scale.view(-1)
+        block.layer_scale = None
 
     with monkeypatch.context() as patch:
         patch.setattr(arch.DualPathBlock, "reparameterize", torch.no_grad()(scale_fold_only))
@@ -92,9 +92,9 @@ def test_deploy_folds_the_gated_conv_projection_and_loads_weights_deployed_befor
 
     keys_before = set(earlier)
     built = HERSR(**TINY, upscale=2, deploy=True).eval()
-    built.load_state_dict(earlier, strict=True)
+    built.load_state_dict(migrate_state_dict(earlier), strict=True)
     assert set(earlier) == keys_before
-    assert infer_config(earlier)["deploy"]
+    assert read_config(earlier).deploy
     rebuilt = build_from_state_dict(earlier).eval()
     with torch.no_grad():
         for model in (deployed, built, rebuilt):
@@ -104,4 +104,4 @@ def test_deploy_folds_the_gated_conv_projection_and_loads_weights_deployed_befor
 
     broken = {k: v for k, v in earlier.items() if not k.endswith("local.gated.project.bias")}
     with pytest.raises(RuntimeError, match="local.gated.project.weight"):  # torch names the stray key
-        HERSR(**TINY, upscale=2, deploy=True).load_state_dict(broken, strict=True)
+        HERSR(**TINY, upscale=2, deploy=True).load_state_dict(migrate_state_dict(broken), strict=True)

@@ -40,7 +40,7 @@ def test_deploy_export_rebuilds_itself_with_identical_outputs(tmp_path, suffix):
     assert result["params_after"] < result["params_before"]
     if suffix == ".pth":
         assert set(torch.load(tmp_path / "deployed.pth", weights_only=True)) == {"params"}  # BasicSR layout
-    rebuilt = load_hersr(tmp_path / f"deployed{suffix}")  # from the weights alone: hyper buffer + shapes
+    rebuilt = load_hersr(tmp_path / f"deployed{suffix}")  # from the weights alone: the config saved with them
     assert rebuilt.deploy and rebuilt.upscale == 3 and rebuilt.moe.routing == "token"
     assert not any(k.endswith("plk.small.weight") for k in read_state_dict(tmp_path / f"deployed{suffix}"))
     x = torch.rand(2, 3, 19, 23)
@@ -52,22 +52,22 @@ def test_deploy_export_rebuilds_itself_with_identical_outputs(tmp_path, suffix):
 
 
 @pytest.mark.numerics
-def test_fft_stand_in_equals_torch_fft():
+def test_fft_traceable_form_equals_torch_fft():
     expert = FrequencyExpert(8)
     torch.nn.init.normal_(expert.out.weight, std=0.2)
     for h, w in [(1, 1), (1, 6), (2, 1), (5, 3), (7, 8), (16, 9), (12, 12)]:
         x = torch.randn(2, 8, h, w)
         with torch.no_grad():
-            assert (ex._frequency_expert_dft(expert, x) - expert(x)).abs().max() <= 1e-5, (h, w)
+            assert (expert.forward_traceable(x) - expert(x)).abs().max() <= 1e-5, (h, w)
 
 
 @pytest.mark.numerics
-def test_context_pool_stand_in_equals_both_regimes():
+def test_context_pool_traceable_form_equals_both_regimes():
     pool = ContextPool(4).eval()
     for h, w in [(1, 1), (3, 4), (4, 4), (5, 3), (9, 12)]:
         x = torch.randn(2, 6, h, w)
         expected = pool(x)
-        got = ex._context_pool_both(pool, x)
+        got = pool.forward_traceable(x)
         assert got.shape == (2, 6, h, w)
         assert (got - expected.expand_as(got)).abs().max() <= 1e-6, (h, w)
 
@@ -77,7 +77,7 @@ def test_context_pool_stand_in_equals_both_regimes():
 def test_trace_size_puts_every_pad_in_the_graph(config):
     model = tiny_hersr(**config)
     h, w = trace_size(model)
-    m, n = model.size_multiple, model.num_scales
+    m, n = model.size_multiple, model.num_stages
     for size in (h, w):
         padded = -(-size // m) * m
         assert size % m and padded // 2 ** (n - 1) >= 2

@@ -1,4 +1,5 @@
-"""Rebuilding HERSR from weights alone: every hyper-parameter recovered, every checkpoint form read."""
+"""Rebuilding HERSR from weights alone: the saved config read back (or inferred from the weights of
+files without one), every checkpoint form read."""
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from hersr_arch.loading import (
     build_from_state_dict,
     infer_config,
     load_hersr,
+    read_config,
     read_state_dict,
 )
 from tests.networks import perturb_, tiny_hersr
@@ -27,18 +29,32 @@ def outputs_match(a: HERSR, b: HERSR, channels: int) -> bool:
         return torch.equal(a.eval()(x), b.eval()(x))
 
 
+# What tensor shapes and key names cannot show: a file without a config record gets the defaults
+# (and as many output channels as input channels, hence the scale from the reconstruction conv).
+NOT_IN_THE_WEIGHTS = ("num_out_ch", "moe_routing", "moe_top_k", "moe_balance_weight", "moe_z_weight",
+                      "noise_strength", "train_size", "freq_split", "noise_mode", "upscale")  # fmt: skip
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
 @pytest.mark.parametrize("deploy", [False, True])
 def test_config_recovered_from_weights(config, deploy):
     model = perturb_(tiny_hersr(**config)).eval()
     if deploy:
         model.switch_to_deploy()
-    rebuilt = build_from_state_dict(model.state_dict())
-    assert rebuilt.deploy == deploy
+    weights = model.state_dict()
+    assert read_config(weights) == model.config  # the saved record, exactly
+    rebuilt = build_from_state_dict(weights)
+    assert rebuilt.config == model.config and rebuilt.deploy == deploy
     assert outputs_match(model, rebuilt, model.num_in_ch)
-    inferred = infer_config(model.state_dict())
-    for key, value in config.items():
-        assert inferred[key] == (tuple(value) if isinstance(value, list) else value), key
+
+    # Without the record (a tool that dropped buffers): everything the weights show is inferred.
+    bare = {k: v for k, v in weights.items() if k != "config_json"}
+    inferred = infer_config(bare)
+    known = {field: getattr(model.config, field) for field in NOT_IN_THE_WEIGHTS}
+    if not model.config.use_context:  # no attention in the blocks: heads and window of the blocks unseen
+        known.update(num_heads=model.config.num_heads, window_size=model.config.window_size)
+    assert inferred.replace(**known) == model.config
+    assert read_config(bare) == inferred
 
 
 @pytest.mark.parametrize("preset", [hersr_s, hersr_m])
@@ -78,19 +94,19 @@ def test_unreadable_and_foreign_checkpoints_are_clear_errors(tmp_path):
 
 def test_loading_into_a_model_with_other_structure_names_the_mismatch():
     weights = tiny_hersr(upscale=2, moe_routing="token").state_dict()
-    with pytest.raises(ValueError, match="moe_routing: checkpoint 1, model 0"):
+    with pytest.raises(ValueError, match="moe_routing: checkpoint 'token', model 'image'"):
         tiny_hersr(upscale=2, moe_routing="image").load_state_dict(weights)
     # Behavioural settings may differ (fine-tuning on other patches): the model keeps its own.
     model = tiny_hersr(upscale=2, moe_routing="token", train_size=48)
     model.load_state_dict(weights)
-    assert infer_config(model.state_dict())["train_size"] == 48
+    assert model.config.train_size == 48 and read_config(model.state_dict()).train_size == 48
 
 
 def test_weights_of_the_earlier_hersr_s_load_and_name_their_depths():
     """``hersr_s`` lost its finest decoder block on 2026-12-03; weights trained before still load."""
     earlier = perturb_(hersr_s(upscale=2, dec_depths=(1, 2, 1, 0))).eval()
     weights = earlier.state_dict()
-    assert infer_config(weights)["dec_depths"] == (1, 2, 1, 0)
+    assert read_config(weights).dec_depths == (1, 2, 1, 0)
     assert outputs_match(earlier, build_from_state_dict(weights), 3)
     with pytest.raises(ValueError, match=r"has dec_depths=\(1, 2, 1, 0\), this model dec_depths=\(0, 2, 1, 0\)"):
         hersr_s(upscale=2).load_state_dict(weights)

@@ -7,10 +7,9 @@ spandrel = pytest.importorskip("spandrel")
 
 from hersr_arch.archs.hersr_arch import HERSR, hersr_l, hersr_m, hersr_s  # noqa: E402
 from hersr_arch.bench.harness import spandrel_peers  # noqa: E402
-from hersr_arch.loading import infer_config  # noqa: E402
 from hersr_arch.spandrel_support import ARCH_ID, detect, preset_name, register  # noqa: E402
 from hersr_arch.tools.export import export_deploy  # noqa: E402
-from tests.networks import perturb_, tiny_hersr, train_steps  # noqa: E402
+from tests.networks import FORMAT1, perturb_, tiny_hersr, train_steps  # noqa: E402
 
 VARIANTS = {
     "x4": dict(upscale=4),
@@ -59,7 +58,7 @@ def test_loader_detects_basicsr_checkpoint_and_reproduces_outputs(variant, loade
     assert desc.purpose == ("Restoration" if model.upscale == 1 else "SR")
     assert (desc.input_channels, desc.output_channels) == (model.num_in_ch, model.num_out_ch)
     assert desc.size_requirements.none and desc.tiling == spandrel.ModelTiling.SUPPORTED
-    assert infer_config(desc.model.state_dict()) == infer_config(model.state_dict())
+    assert desc.model.config == model.config
 
     x = image(model.num_in_ch)
     with torch.no_grad():
@@ -110,8 +109,8 @@ def test_claimed_reduced_precisions_run_and_match(dtype, loader, tmp_path):
 
 def test_presets_are_named():
     for name, build in (("hersr_s", hersr_s), ("hersr_m", hersr_m), ("hersr_l", hersr_l)):
-        assert preset_name(infer_config(build(upscale=2).state_dict())) == name
-    assert preset_name(infer_config(tiny_hersr().state_dict())) is None
+        assert preset_name(build(upscale=2).config) == name
+    assert preset_name(tiny_hersr().config) is None
 
 
 def test_hersr_s_tags_and_descriptor_from_state_dict(loader):
@@ -123,12 +122,24 @@ def test_hersr_s_tags_and_descriptor_from_state_dict(loader):
         torch.testing.assert_close(desc(x), model(x).clamp(0, 1), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("form", ["train", "deployed", "deployed_before_project_fold"])
+def test_weights_written_before_the_config_record_load(form, loader):
+    older = torch.load(FORMAT1, weights_only=True)
+    desc = loader.load_from_state_dict(older[form])
+    assert desc.scale == 2 and desc.model.deploy == (form != "train")
+    assert (desc.model.config.moe_routing, desc.model.config.train_size) == ("token", 24)
+    with torch.no_grad():
+        torch.testing.assert_close(desc.model(older["input"]), older["output"], atol=1e-5, rtol=0)
+
+
 def hersr_state_dicts() -> dict[str, dict]:
     dicts = {name: trained(**kwargs).state_dict() for name, kwargs in VARIANTS.items()}
     dicts["hersr_s-deployed"] = hersr_s(upscale=4).eval().switch_to_deploy().state_dict()
-    no_hyper = dict(dicts["x4"])
-    del no_hyper["hyper"]  # weights saved by a tool that dropped buffers
-    dicts["x4-no-hyper"] = no_hyper
+    no_record = dict(dicts["x4"])
+    del no_record["config_json"]  # weights saved by a tool that dropped buffers
+    dicts["x4-no-record"] = no_record
+    older = torch.load(FORMAT1, weights_only=True)  # written by HERSR before the config record
+    dicts.update({f"format1-{form}": older[form] for form in ("train", "deployed", "deployed_before_project_fold")})
     return dicts
 
 

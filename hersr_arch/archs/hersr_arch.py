@@ -10,7 +10,8 @@ top to bottom:
    scaled-cosine attention, Restormer GDFN, DySample, MoE experts, noise injection, modulated conv;
 3. the dual-path block (local path || context path, fused by concat -> 1x1 -> residual) and a stage (one resolution of the U-Net);
 4. the MoE bottleneck and the texture head;
-5. ``HERSR`` and the presets ``hersr_s``, ``hersr_m``, ``hersr_l``.
+5. ``HERSRConfig`` (every argument, validated once, saved with the weights), ``HERSR`` and the
+   presets ``hersr_s``, ``hersr_m``, ``hersr_l``.
 
 Data flow for ``x: (B, C_in, H, W)`` and scale ``s``::
 
@@ -26,9 +27,15 @@ Data flow for ``x: (B, C_in, H, W)`` and scale ``s``::
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import inspect
+import json
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -263,6 +270,17 @@ class LayerNorm2d(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+def dft_matrices(n, freqs, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos`` and ``sin`` of ``2 pi j k / n`` for ``j < n``, ``k < freqs``: ``(n, freqs)`` each.
+
+    ``j k`` is reduced modulo ``n`` in integers first, so the angle keeps full fp32 precision.
+    """
+    j = torch.arange(n, device=device)
+    k = torch.arange(freqs, device=device)
+    angle = ((j[:, None] * k[None, :]) % n).float() * (2 * math.pi) / n
+    return torch.cos(angle), torch.sin(angle)
+
+
 class ContextPool(nn.Module):
     """Image context for routing, prompts and style: global average pooling, with TLC at eval.
 
@@ -283,6 +301,14 @@ class ContextPool(nn.Module):
         if self.training or (h <= self.train_size and w <= self.train_size):
             return x.float().mean((2, 3), keepdim=True)
         return box_mean(x, self.train_size)
+
+    def forward_traceable(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` (eval) for a graph traced at one size and run at others (ONNX): both branches are
+        computed and the size test is a runtime ``where``. ``(B, C, H, W)``."""
+        h, w = x.shape[-2:]
+        local = box_mean(x, self.train_size)
+        whole = x.float().mean((2, 3), keepdim=True).expand_as(local)
+        return torch.where(torch.as_tensor((h <= self.train_size) & (w <= self.train_size)), whole, local)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -701,7 +727,7 @@ class DualPathBlock(nn.Module):
     The layer scale starts at zero, so every block starts as the identity (NAFNet); HAT's 0.01
     conv-branch scale addresses the same early-training balance between the paths. At deploy the
     scale, and the local path's last 1x1 (the gated conv's ``project``), are folded into the fusion
-    conv; deployed weights saved before that second fold are folded when loaded.
+    conv.
     ``local_hint`` (the high-frequency band ``H0`` at scale 1) is added to the local path's input.
 
     ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
@@ -726,52 +752,34 @@ class DualPathBlock(nn.Module):
             ContextPath(channels, num_heads, window_size, shift, ffn_expansion, deploy) if use_context else None
         )
         self.fuse = conv1x1(channels * (int(use_local) + int(use_context)), channels)
-        self.scale = None if deploy else nn.Parameter(torch.zeros(1, channels, 1, 1))
-        self._register_load_state_dict_pre_hook(self._fold_saved_project)
+        self.layer_scale = None if deploy else nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
         return x + self.update(x, local_hint)
 
     def update(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
-        """The residual update ``scale * fuse([local(x + hint); context(x)])``: ``(B, C, H, W)``."""
+        """The residual update ``layer_scale * fuse([local(x + hint); context(x)])``: ``(B, C, H, W)``."""
         paths = []
         if self.local is not None:
             paths.append(self.local(x if local_hint is None else x + local_hint))
         if self.context is not None:
             paths.append(self.context(x))
         update = self.fuse(torch.cat(paths, 1) if len(paths) > 1 else paths[0])
-        return update if self.scale is None else self.scale * update
+        return update if self.layer_scale is None else self.layer_scale * update
 
     @torch.no_grad()
     def reparameterize(self) -> None:
         """Fold the layer scale and the gated conv's ``project`` into the fusion conv."""
-        if self.scale is not None:
-            self.fuse.weight *= self.scale.view(-1, 1, 1, 1)
-            self.fuse.bias *= self.scale.view(-1)
-            self.scale = None
+        if self.layer_scale is not None:
+            self.fuse.weight *= self.layer_scale.view(-1, 1, 1, 1)
+            self.fuse.bias *= self.layer_scale.view(-1)
+            self.layer_scale = None
         if self.local is not None and self.local.gated.project is not None:
             project = self.local.gated.project
             weight, bias = fold_pointwise_input(self.fuse.weight, self.fuse.bias, project.weight, project.bias)
             self.fuse.weight.copy_(weight)
             self.fuse.bias.copy_(bias)
             self.local.gated.project = None
-
-    def _fold_saved_project(self, state_dict, prefix, *args) -> None:
-        """Deployed weights saved before ``project`` was folded at deploy still carry it: fold it now."""
-        project = prefix + "local.gated.project."
-        if self.local is None or self.local.gated.project is not None or project + "weight" not in state_dict:
-            return
-        fuse, c = prefix + "fuse.", self.fuse.out_channels
-        if (
-            any(key not in state_dict for key in (project + "bias", fuse + "weight", fuse + "bias"))
-            or state_dict[project + "weight"].shape != (c, c, 1, 1)
-            or state_dict[fuse + "weight"].shape != self.fuse.weight.shape
-        ):
-            return  # weights of another structure: torch names the stray or missing keys
-        state_dict[fuse + "weight"], state_dict[fuse + "bias"] = fold_pointwise_input(
-            state_dict[fuse + "weight"], state_dict[fuse + "bias"],
-            state_dict.pop(project + "weight"), state_dict.pop(project + "bias"),
-        )  # fmt: skip
 
 
 class Stage(nn.Module):
@@ -854,6 +862,31 @@ class FrequencyExpert(nn.Module):
             y = conv_fp32(self.out, F.gelu(conv_fp32(self.mix, y)))
             real, imag = y.chunk(2, dim=1)
             out = torch.fft.irfft2(torch.complex(real, imag), s=(h, w), norm="ortho")
+        return out.to(x.dtype)
+
+    def forward_traceable(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` with the 2-D real FFT and its inverse as DFT matrix products, for exporters with
+        no FFT or complex tensors (TorchScript-based ONNX). O(HW(H + W)) instead of O(HW log HW).
+
+        rfft2 (ortho): ``X = (C_h - i S_h) x (C_w - i S_w) / sqrt(HW)`` over ``W // 2 + 1`` columns;
+        irfft2(s=(H, W)): inverse DFT over H, then the Hermitian sum over W with weights 1 for the DC
+        and (even W) Nyquist columns and 2 for the others; their imaginary parts drop out, as in
+        ``torch.fft.irfft2``.
+        """
+        h, w = x.shape[-2:]
+        xf = x.float()
+        cos_w, sin_w = dft_matrices(w, w // 2 + 1, x.device)  # (W, V)
+        cos_h, sin_h = dft_matrices(h, h, x.device)  # (H, H), symmetric
+        norm = torch.rsqrt(xf.new_ones(()) * (h * w))
+        a, b = xf @ cos_w, xf @ sin_w
+        real = (cos_h @ a - sin_h @ b) * norm
+        imag = (sin_h @ a + cos_h @ b) * -norm
+        y = self.out(F.gelu(self.mix(torch.cat((real, imag), 1))))
+        real, imag = y.chunk(2, dim=1)
+        real, imag = cos_h @ real - sin_h @ imag, sin_h @ real + cos_h @ imag
+        k = torch.arange(w // 2 + 1, device=x.device)
+        weight = 2.0 - (k == 0).float() - (2 * k == w).float()
+        out = (real @ (cos_w * weight).transpose(0, 1) - imag @ (sin_w * weight).transpose(0, 1)) * norm
         return out.to(x.dtype)
 
 
@@ -1103,42 +1136,31 @@ class FrequencyFusion(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 _FREQ_SPLITS = ("haar", "avgpool", "none")
-_HYPER_FORMAT = 1
-# Order of the values in the ``hyper`` buffer; routing and noise_mode are stored as indices.
-HYPER_FIELDS = ("format", "upscale", "num_in_ch", "num_out_ch", "window_size", "moe_routing", "train_size",
-                "moe_top_k", "noise_mode", "freq_split")
-_STRUCTURAL_HYPER = ("format", "upscale", "num_in_ch", "num_out_ch", "window_size", "moe_routing", "freq_split")
 _UPSAMPLERS = ("pixelshuffle", "dysample")
 _ROUTINGS = ("image", "token")
+# Version of the config record saved with the weights (``HERSR.config_json``). Format 1 was an integer
+# ``hyper`` buffer; ``hersr_arch.loading`` migrates such files.
+CONFIG_FORMAT = 2
 
 
-def _as_tuple(value, n: int, name: str) -> tuple:
-    if isinstance(value, int | float):
-        return (value,) * n
-    value = tuple(value)
-    if len(value) != n:
-        raise ValueError(f"{name} must have one entry per scale ({n}), got {list(value)}.")
-    return value
+@dataclass(frozen=True)
+class HERSRConfig:
+    """Every hyper-parameter of a HERSR network (defaults = the ``hersr_m`` preset), validated once.
 
-
-class HERSR(nn.Module):
-    """HERSR: Hybrid Efficient Restoration & Super-Resolution (defaults = the ``hersr_m`` preset).
-
-    Input ``x: (B, num_in_ch, H, W)``, any ``H, W >= 1`` (padded internally, then cropped); output
-    ``(B, num_out_ch, upscale * H, upscale * W)``. All body work runs at input resolution and below.
+    ``HERSR`` is built from it, keeps it as ``model.config`` and saves it with its weights, so that a
+    state dict alone rebuilds the network (``hersr_arch.loading``, spandrel, export).
 
     Args:
         num_in_ch (int): input channels. Default 3.
         num_out_ch (int): output channels. Default 3. If it differs from ``num_in_ch``, the global
             residual uses the channel mean of the interpolated input.
         upscale (int): 1 (restoration) or 2, 3, 4 (super-resolution). Default 4.
-        scale (int): alias of ``upscale`` (traiNNer-redux passes ``scale``); both must agree.
-        dims (tuple[int]): channel width per U-Net scale; its length is the number of scales.
-            Each must be a positive multiple of 4 and of that scale's ``num_heads``. Default
+        dims (tuple[int]): channel width per U-Net stage; its length is the number of stages.
+            Each must be a positive multiple of 4 and of that stage's ``num_heads``. Default
             (48, 80, 128, 160).
-        depths (tuple[int]): dual-path blocks per encoder scale. Default (3, 2, 2, 2).
-        dec_depths (tuple[int]): dual-path blocks per decoder scale (finest first). Default (3, 2, 2, 1).
-        num_heads (tuple[int]): attention heads per scale. Default (2, 4, 4, 8).
+        depths (tuple[int]): dual-path blocks per encoder stage (one int: the same for all). Default (3, 2, 2, 2).
+        dec_depths (tuple[int]): dual-path blocks per decoder stage (finest first). Default (3, 2, 2, 1).
+        num_heads (tuple[int]): attention heads per stage. Default (2, 4, 4, 8).
         window_size (int): attention window (tokens per side). Default 8.
         ffn_expansion (float): GDFN hidden expansion (Restormer: 2.66). Default 2.66.
         plk_kernel (int): odd large-kernel size of the partial large-kernel conv. Default 17.
@@ -1157,7 +1179,7 @@ class HERSR(nn.Module):
         num_prompts (int): prompts in the bank. Default 5.
         upsampler (str): decoder up-sampling, ``'pixelshuffle'`` (ICNR) or ``'dysample'``.
             Default ``'pixelshuffle'``.
-        msg_outputs (bool): decoder scales 2..n also emit RGB images (MSG deep supervision) in
+        msg_outputs (bool): decoder stages 2..n also emit RGB images (MSG deep supervision) in
             training; a train-mode forward then returns ``(out, [aux_2, ..., aux_n])`` where
             ``aux_k`` has the size of the output divided by ``2^(k-1)`` (rounded up). Default False.
         use_texture_head (bool): noise injection + modulated conv before reconstruction. Default True.
@@ -1166,130 +1188,269 @@ class HERSR(nn.Module):
         noise_strength (float): multiplier of the injected noise. Default 1.0.
         train_size (int): LR training patch size; at eval, context pooling over larger images is
             local over windows of this size (TLC, see :class:`ContextPool`). Default 64.
-        deploy (bool): build the reparameterized (merged) form. Default False.
+        deploy (bool): the reparameterized (merged) form. Default False.
     """
 
-    def __init__(
-        self,
-        num_in_ch: int = 3,
-        num_out_ch: int = 3,
-        upscale: int | None = None,
-        dims: Sequence[int] = (48, 80, 128, 160),
-        depths: Sequence[int] = (3, 2, 2, 2),
-        dec_depths: Sequence[int] = (3, 2, 2, 1),
-        num_heads: Sequence[int] = (2, 4, 4, 8),
-        window_size: int = 8,
-        ffn_expansion: float = 2.66,
-        plk_kernel: int = 17,
-        plk_ratio: float = 0.25,
-        freq_split: str = "haar",
-        use_local: bool = True,
-        use_context: bool = True,
-        use_moe: bool = True,
-        moe_experts: Sequence[str] = MoEBottleneck.EXPERTS,
-        moe_routing: str = "image",
-        moe_top_k: int = 0,
-        moe_balance_weight: float = 1e-2,
-        moe_z_weight: float = 1e-3,
-        use_prompt: bool = False,
-        num_prompts: int = 5,
-        upsampler: str = "pixelshuffle",
-        msg_outputs: bool = False,
-        use_texture_head: bool = True,
-        noise_mode: str = "random",
-        noise_strength: float = 1.0,
-        train_size: int = 64,
-        deploy: bool = False,
-        scale: int | None = None,
-    ):
+    num_in_ch: int = 3
+    num_out_ch: int = 3
+    upscale: int = 4
+    dims: tuple[int, ...] = (48, 80, 128, 160)
+    depths: tuple[int, ...] = (3, 2, 2, 2)
+    dec_depths: tuple[int, ...] = (3, 2, 2, 1)
+    num_heads: tuple[int, ...] = (2, 4, 4, 8)
+    window_size: int = 8
+    ffn_expansion: float = 2.66
+    plk_kernel: int = 17
+    plk_ratio: float = 0.25
+    freq_split: str = "haar"
+    use_local: bool = True
+    use_context: bool = True
+    use_moe: bool = True
+    moe_experts: tuple[str, ...] = ("conv", "attn", "fft")
+    moe_routing: str = "image"
+    moe_top_k: int = 0
+    moe_balance_weight: float = 1e-2
+    moe_z_weight: float = 1e-3
+    use_prompt: bool = False
+    num_prompts: int = 5
+    upsampler: str = "pixelshuffle"
+    msg_outputs: bool = False
+    use_texture_head: bool = True
+    noise_mode: str = "random"
+    noise_strength: float = 1.0
+    train_size: int = 64
+    deploy: bool = False
+
+    # Settings that tensor shapes and key names cannot reveal but that change what the weights mean:
+    # weights saved with other values are refused. The others show in the state dict (torch names the
+    # stray keys and shapes) or may differ on purpose (``train_size``, ``noise_mode``, ``moe_top_k``).
+    UNSEEN_STRUCTURE: ClassVar[tuple[str, ...]] = (
+        "upscale", "num_in_ch", "num_out_ch", "window_size", "moe_routing", "freq_split",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dims, Sequence) or not self.dims:
+            raise ValueError(f"HERSR dims must list at least one channel width, got {self.dims!r}.")
+        n = len(self.dims)
+        # Frozen: normalise through object.__setattr__ (lists from YAML/JSON become tuples).
+        object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
+        for name in ("depths", "dec_depths", "num_heads"):
+            object.__setattr__(self, name, _per_stage(getattr(self, name), n, name))
+        object.__setattr__(self, "moe_experts", tuple(self.moe_experts))
+        self._validate()
+
+    def _validate(self) -> None:
+        """Reject bad values with a sentence that names the value and what is allowed."""
+
+        def choice(name, allowed):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"HERSR {name}={value!r} is not supported; choose one of {list(allowed)}.")
+
+        if self.upscale not in (1, 2, 3, 4) or isinstance(self.upscale, bool):
+            raise ValueError(f"HERSR upscale must be one of 1, 2, 3, 4, got {self.upscale!r}.")
+        choice("freq_split", _FREQ_SPLITS)
+        choice("upsampler", _UPSAMPLERS)
+        choice("moe_routing", _ROUTINGS)
+        choice("noise_mode", NoiseInjection.MODES)
+        for name in ("num_in_ch", "num_out_ch", "window_size", "train_size", "num_prompts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"HERSR {name} must be a positive integer, got {value!r}.")
+        if not isinstance(self.plk_kernel, int) or self.plk_kernel < 3 or self.plk_kernel % 2 == 0:
+            raise ValueError(f"HERSR plk_kernel must be an odd integer >= 3, got {self.plk_kernel!r}.")
+        if self.freq_split != "none" and len(self.dims) < 2:
+            raise ValueError(
+                f"HERSR freq_split={self.freq_split!r} injects L0 at stage 2 and needs >= 2 stages; got "
+                f"dims={list(self.dims)}. Use freq_split='none' for a single stage."
+            )
+        for i, (d, heads) in enumerate(zip(self.dims, self.num_heads)):
+            if d < 4 or d % 4 or heads < 1 or d % heads:
+                raise ValueError(
+                    f"HERSR dims[{i}]={d} must be a positive multiple of 4 and of num_heads[{i}]={heads}."
+                )
+        for name in ("depths", "dec_depths"):
+            if any(depth < 0 for depth in getattr(self, name)):
+                raise ValueError(f"HERSR {name} must not be negative, got {list(getattr(self, name))}.")
+        experts = self.moe_experts
+        if not experts or len(set(experts)) != len(experts) or any(e not in MoEBottleneck.EXPERTS for e in experts):
+            raise ValueError(
+                f"HERSR moe_experts={list(experts)} is not valid; use distinct names from "
+                f"{list(MoEBottleneck.EXPERTS)}."
+            )
+        if not isinstance(self.moe_top_k, int) or self.moe_top_k < 0:
+            raise ValueError(f"HERSR moe_top_k must be 0 (dense) or a positive integer, got {self.moe_top_k!r}.")
+        if not (self.use_local or self.use_context):
+            raise ValueError("HERSR needs at least one of use_local and use_context to be True.")
+
+    @classmethod
+    def from_options(cls, base: HERSRConfig | None = None, **options) -> HERSRConfig:
+        """``base`` (default: the defaults) with ``options`` applied, as frameworks pass them.
+
+        ``scale`` is accepted as an alias of ``upscale`` (traiNNer-redux passes ``scale``); with
+        neither and no ``base``, neosr's option file or else 4 gives the scale. ``None`` values
+        count as not given (a YAML ``upscale: ~``).
+        """
+        options = {k: v for k, v in options.items() if v is not None}
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in options if k not in known and k != "scale"]
+        if unknown:
+            hints = [
+                f"{k!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, known, 1)) else "")
+                for k in unknown
+            ]
+            raise TypeError(f"HERSR has no argument {', '.join(hints)}; its arguments are {', '.join(known)}.")
+        upscale, scale = options.pop("upscale", None), options.pop("scale", None)
+        if upscale is not None and scale is not None and int(upscale) != int(scale):
+            raise ValueError(f"HERSR got both upscale={upscale} and scale={scale}; they are aliases and must agree.")
+        if upscale is not None or scale is not None:
+            options["upscale"] = upscale if upscale is not None else scale
+        elif base is None:
+            options["upscale"] = _framework_default_upscale()
+        return dataclasses.replace(base, **options) if base is not None else cls(**options)
+
+    def replace(self, **changes) -> HERSRConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": CONFIG_FORMAT, **dataclasses.asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> HERSRConfig:
+        try:
+            record = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"HERSR config record is not valid JSON ({err}).") from None
+        if not isinstance(record, dict) or record.get("format") != CONFIG_FORMAT:
+            found = record.get("format") if isinstance(record, dict) else type(record).__name__
+            raise ValueError(
+                f"HERSR config record has format {found!r}; this HERSR reads format {CONFIG_FORMAT}"
+                + (" (written by a newer HERSR: upgrade it)." if isinstance(found, int) and found > CONFIG_FORMAT else ".")
+            )
+        record.pop("format")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(record) - known)
+        if unknown:
+            raise ValueError(f"HERSR config record has fields this HERSR does not know: {unknown} (upgrade HERSR).")
+        return cls(**record)
+
+    def to_tensor(self) -> torch.Tensor:
+        """The JSON record as a ``uint8`` tensor: a buffer travels in every state dict format."""
+        return torch.tensor(list(self.to_json().encode()), dtype=torch.uint8)
+
+    @classmethod
+    def from_tensor(cls, record: torch.Tensor) -> HERSRConfig:
+        if record.dtype != torch.uint8 or record.dim() != 1:
+            raise ValueError(f"HERSR config record must be a 1-D uint8 tensor, got {record.dtype} {tuple(record.shape)}.")
+        try:
+            text = bytes(record.cpu().tolist()).decode()
+        except UnicodeDecodeError:
+            raise ValueError("HERSR config record is damaged (not UTF-8 text).") from None
+        return cls.from_json(text)
+
+
+def _per_stage(value, n: int, name: str) -> tuple[int, ...]:
+    """``value`` as one int per stage: an int is repeated, a sequence must have ``n`` entries."""
+    if isinstance(value, int):
+        return (value,) * n
+    value = tuple(int(v) for v in value)
+    if len(value) != n:
+        raise ValueError(f"HERSR {name} must have one entry per stage ({n}, as dims), got {list(value)}.")
+    return value
+
+
+class HERSR(nn.Module):
+    """HERSR: Hybrid Efficient Restoration & Super-Resolution (defaults = the ``hersr_m`` preset).
+
+    Input ``x: (B, num_in_ch, H, W)``, any ``H, W >= 1`` (padded internally, then cropped); output
+    ``(B, num_out_ch, upscale * H, upscale * W)``. All body work runs at input resolution and below.
+
+    Built from keywords, as frameworks do (``HERSR(upscale=2, dims=(32, 64))``; ``scale`` is an alias
+    of ``upscale``), or from a :class:`HERSRConfig`, whose fields keywords then override. The
+    arguments are the fields of :class:`HERSRConfig`. ``model.config`` is what it was built from; it
+    is saved with the weights (the ``config_json`` buffer), and loading refuses weights whose config
+    differs in what the tensors cannot show (``HERSRConfig.UNSEEN_STRUCTURE``).
+    """
+
+    def __init__(self, config: HERSRConfig | None = None, /, **options):
         super().__init__()
-        upscale = _resolve_upscale(upscale, scale)
-        dims = tuple(int(d) for d in dims)
-        n = len(dims)
-        depths = _as_tuple(depths, n, "depths")
-        dec_depths = _as_tuple(dec_depths, n, "dec_depths")
-        num_heads = _as_tuple(num_heads, n, "num_heads")
-        moe_experts = tuple(moe_experts)
-        _validate(
-            num_in_ch, num_out_ch, dims, num_heads, window_size, freq_split, upsampler, moe_routing,
-            moe_experts, moe_top_k, noise_mode, use_local, use_context,
-        )
-        self.num_in_ch, self.num_out_ch, self.upscale = num_in_ch, num_out_ch, upscale
-        self.num_scales = n
-        self.freq_split = freq_split
-        self.msg_outputs = msg_outputs
-        self.deploy = deploy
+        c = self.config = HERSRConfig.from_options(config, **options)
+        n, dims = len(c.dims), c.dims
+        self.num_in_ch, self.num_out_ch, self.upscale = c.num_in_ch, c.num_out_ch, c.upscale
+        self.num_stages = n
+        self.freq_split = c.freq_split
+        self.msg_outputs = c.msg_outputs
         # Down-sampling n-1 times (and the Haar split once) needs sizes divisible by this.
-        self.size_multiple = max(2 ** (n - 1), 2 if freq_split != "none" else 1)
+        self.size_multiple = max(2 ** (n - 1), 2 if c.freq_split != "none" else 1)
 
         block_kwargs = dict(
-            ffn_expansion=ffn_expansion, plk_kernel=plk_kernel, plk_ratio=plk_ratio,
-            use_local=use_local, use_context=use_context, deploy=deploy,
+            ffn_expansion=c.ffn_expansion, plk_kernel=c.plk_kernel, plk_ratio=c.plk_ratio,
+            use_local=c.use_local, use_context=c.use_context, deploy=c.deploy,
         )  # fmt: skip
         d0 = dims[0]
-        self.stem = nn.Sequential(conv3x3(num_in_ch, d0), nn.GELU(), conv3x3(d0, d0))
-        self.low_inject = conv1x1(d0, dims[1]) if freq_split != "none" else None
+        self.stem = nn.Sequential(conv3x3(c.num_in_ch, d0), nn.GELU(), conv3x3(d0, d0))
+        self.low_inject = conv1x1(d0, dims[1]) if c.freq_split != "none" else None
         self.encoder = nn.ModuleList(
-            Stage(dims[i], depths[i], num_heads[i], window_size, **block_kwargs) for i in range(n)
+            Stage(dims[i], c.depths[i], c.num_heads[i], c.window_size, **block_kwargs) for i in range(n)
         )
         self.downs = nn.ModuleList(Downsample2x(dims[i], dims[i + 1]) for i in range(n - 1))
 
         bottom = dims[-1]
-        self.context_pool = ContextPool(train_size // 2 ** (n - 1))
-        self.prompt = DegradationPrompt(bottom, num_prompts) if use_prompt else None
+        self.context_pool = ContextPool(c.train_size // 2 ** (n - 1))
+        self.prompt = DegradationPrompt(bottom, c.num_prompts) if c.use_prompt else None
         self.moe = (
             MoEBottleneck(
-                bottom, num_heads[-1], window_size, plk_kernel, plk_ratio, moe_experts, moe_routing,
-                moe_top_k, moe_balance_weight, moe_z_weight, deploy,
+                bottom, c.num_heads[-1], c.window_size, c.plk_kernel, c.plk_ratio, c.moe_experts, c.moe_routing,
+                c.moe_top_k, c.moe_balance_weight, c.moe_z_weight, c.deploy,
             )  # fmt: skip
-            if use_moe
+            if c.use_moe
             else None
         )
 
         self.decoder = nn.ModuleList(
-            Stage(dims[i], dec_depths[i], num_heads[i], window_size, **block_kwargs) for i in range(n)
+            Stage(dims[i], c.dec_depths[i], c.num_heads[i], c.window_size, **block_kwargs) for i in range(n)
         )
-        self.ups = nn.ModuleList(Upsample2x(dims[i + 1], dims[i], upsampler) for i in range(n - 1))
+        self.ups = nn.ModuleList(Upsample2x(dims[i + 1], dims[i], c.upsampler) for i in range(n - 1))
         self.msg_heads = (
-            nn.ModuleList(zero_init_(conv3x3(dims[i], num_out_ch * upscale**2)) for i in range(1, n))
-            if msg_outputs
+            nn.ModuleList(zero_init_(conv3x3(dims[i], c.num_out_ch * c.upscale**2)) for i in range(1, n))
+            if c.msg_outputs
             else None
         )
 
-        self.freq_fusion = FrequencyFusion(d0) if freq_split != "none" else None
-        style_dim = bottom + (num_prompts if use_prompt else 0)
-        self.texture = TextureHead(d0, style_dim, noise_mode, noise_strength) if use_texture_head else None
-        self.reconstruct = zero_init_(conv3x3(d0, num_out_ch * upscale**2))
+        self.freq_fusion = FrequencyFusion(d0) if c.freq_split != "none" else None
+        style_dim = bottom + (c.num_prompts if c.use_prompt else 0)
+        self.texture = TextureHead(d0, style_dim, c.noise_mode, c.noise_strength) if c.use_texture_head else None
+        self.reconstruct = zero_init_(conv3x3(d0, c.num_out_ch * c.upscale**2))
         self.aux_loss: torch.Tensor = torch.zeros(())
         self.last_gates: torch.Tensor | None = None
         self._phase_kernels: dict[torch.device, torch.Tensor] = {}
-        # Hyper-parameters that tensor shapes cannot reveal, saved with the weights so that loaders
-        # (``hersr_arch.loading``) rebuild the model from the state dict alone.
-        hyper = [_HYPER_FORMAT, upscale, num_in_ch, num_out_ch, window_size, _ROUTINGS.index(moe_routing),
-                 train_size, moe_top_k, NoiseInjection.MODES.index(noise_mode), _FREQ_SPLITS.index(freq_split)]
-        self.register_buffer("hyper", torch.tensor(hyper, dtype=torch.int64))
-        self._register_load_state_dict_pre_hook(self._check_hyper)
+        # The config travels with the weights as a buffer, the one thing every framework saves.
+        self.register_buffer("config_json", c.to_tensor())
+        self._register_load_state_dict_pre_hook(self._check_config)
 
-    def _check_hyper(self, state_dict, prefix, *args) -> None:
-        """Refuse weights trained for another structure; keep this model's behavioural settings.
+    @property
+    def deploy(self) -> bool:
+        return self.config.deploy
 
-        ``upscale``, channels, window, routing and frequency split must match (the weights mean something else
-        otherwise); ``train_size``, ``moe_top_k`` and ``noise_mode`` may differ on purpose (e.g.
-        fine-tuning on larger patches), so this model's own values are kept.
-        """
-        key = prefix + "hyper"
-        if key not in state_dict:  # weights saved before the buffer existed
-            state_dict[key] = self.hyper.clone()
-            return
-        theirs = [int(v) for v in state_dict[key].tolist()]
-        ours = [int(v) for v in self.hyper.tolist()]
-        decoded = dict(zip(HYPER_FIELDS, zip(theirs, ours)))
-        mismatched = [f"{name}: checkpoint {a}, model {b}" for name, (a, b) in decoded.items()
-                      if name in _STRUCTURAL_HYPER and a != b]
-        if mismatched:
-            raise ValueError("HERSR checkpoint does not fit this model's hyper-parameters (" + "; ".join(mismatched)
-                             + "). Build the model with the checkpoint's values.")
-        state_dict[key] = self.hyper.clone()
+    def _check_config(self, state_dict, prefix, *args) -> None:
+        """Refuse weights whose saved config differs in what the tensors cannot show; keep this model's
+        config (``train_size``, ``noise_mode`` or ``moe_top_k`` may differ on purpose, e.g. fine-tuning
+        on larger patches). Weights saved without the record load as they are."""
+        key = prefix + "config_json"
+        if key in state_dict:
+            theirs = HERSRConfig.from_tensor(state_dict[key])
+            mismatched = [
+                f"{name}: checkpoint {getattr(theirs, name)!r}, model {getattr(self.config, name)!r}"
+                for name in HERSRConfig.UNSEEN_STRUCTURE
+                if getattr(theirs, name) != getattr(self.config, name)
+            ]
+            if mismatched:
+                raise ValueError(
+                    f"HERSR checkpoint does not fit this model's config ({'; '.join(mismatched)}). Build the "
+                    "model with the checkpoint's values."
+                )
+        state_dict[key] = self.config_json.clone()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """``nn.Module.load_state_dict``; under ``strict``, weights with other block counts per scale are
@@ -1409,8 +1570,8 @@ class HERSR(nn.Module):
             self.aux_loss = feat.new_zeros((), dtype=torch.float32)
 
         aux_images = []
-        for i in reversed(range(self.num_scales)):
-            if i < self.num_scales - 1:
+        for i in reversed(range(self.num_stages)):
+            if i < self.num_stages - 1:
                 feat = self.ups[i](feat) + skips[i]
             feat = self.decoder[i](feat)
             if self.msg_heads is not None and self.training and i > 0:
@@ -1441,8 +1602,21 @@ class HERSR(nn.Module):
         for module in list(self.modules()):
             if module is not self and hasattr(module, "reparameterize"):
                 module.reparameterize()
-        self.deploy = True
+        self.config = self.config.replace(deploy=True)
+        self.config_json = self.config.to_tensor().to(self.config_json.device)
         return self
+
+
+# ``HERSR(**options)`` takes exactly the config's fields (and ``scale``): say so to ``inspect`` and
+# ``help()``, and to frameworks that check option names against the signature.
+HERSR.__signature__ = inspect.Signature(
+    [inspect.Parameter("config", inspect.Parameter.POSITIONAL_ONLY, default=None)]
+    + [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None if f.name == "upscale" else f.default)
+        for f in dataclasses.fields(HERSRConfig)
+    ]
+    + [inspect.Parameter("scale", inspect.Parameter.KEYWORD_ONLY, default=None)]
+)
 
 
 def blocks_per_scale(state_dict, path: str, scales: int) -> tuple[int, ...]:
@@ -1461,56 +1635,6 @@ def _framework_default_upscale() -> int:
 
         return int(net_opt()[0])
     return 4
-
-
-def _resolve_upscale(upscale: int | None, scale: int | None) -> int:
-    if upscale is not None and scale is not None and int(upscale) != int(scale):
-        raise ValueError(
-            f"HERSR got both upscale={upscale} and scale={scale}; they are aliases and must agree."
-        )
-    value = upscale if upscale is not None else scale if scale is not None else _framework_default_upscale()
-    if value not in (1, 2, 3, 4) or isinstance(value, bool):
-        raise ValueError(f"HERSR upscale must be one of 1, 2, 3, 4, got {value!r}.")
-    return int(value)
-
-
-def _validate(
-    num_in_ch, num_out_ch, dims, num_heads, window_size, freq_split, upsampler, moe_routing,
-    moe_experts, moe_top_k, noise_mode, use_local, use_context,
-) -> None:  # fmt: skip
-    """Reject bad hyper-parameters with a sentence that names the value and what is allowed."""
-
-    def choice(name, value, allowed):
-        if value not in allowed:
-            raise ValueError(f"HERSR {name}={value!r} is not supported; choose one of {list(allowed)}.")
-
-    choice("freq_split", freq_split, _FREQ_SPLITS)
-    choice("upsampler", upsampler, _UPSAMPLERS)
-    choice("moe_routing", moe_routing, _ROUTINGS)
-    choice("noise_mode", noise_mode, NoiseInjection.MODES)
-    for name, value in (("num_in_ch", num_in_ch), ("num_out_ch", num_out_ch), ("window_size", window_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"HERSR {name} must be a positive integer, got {value!r}.")
-    if not dims:
-        raise ValueError("HERSR dims must list at least one channel width.")
-    if freq_split != "none" and len(dims) < 2:
-        raise ValueError(f"HERSR freq_split={freq_split!r} injects L0 at scale 2 and needs >= 2 scales; "
-                         f"got dims={list(dims)}. Use freq_split='none' for a single scale.")
-    for i, (d, heads) in enumerate(zip(dims, num_heads)):
-        if d < 4 or d % 4 or d % heads:
-            raise ValueError(
-                f"HERSR dims[{i}]={d} must be a positive multiple of 4 and of num_heads[{i}]={heads}."
-            )
-    unknown = [e for e in moe_experts if e not in MoEBottleneck.EXPERTS]
-    if unknown or not moe_experts or len(set(moe_experts)) != len(moe_experts):
-        raise ValueError(
-            f"HERSR moe_experts={list(moe_experts)} is not valid; use distinct names from "
-            f"{list(MoEBottleneck.EXPERTS)}."
-        )
-    if not isinstance(moe_top_k, int) or moe_top_k < 0:
-        raise ValueError(f"HERSR moe_top_k must be 0 (dense) or a positive integer, got {moe_top_k!r}.")
-    if not (use_local or use_context):
-        raise ValueError("HERSR needs at least one of use_local and use_context to be True.")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -259,6 +259,18 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_migrate(args: argparse.Namespace) -> int:
+    """Rewrite an older checkpoint in the current format (``hersr_arch.loading.migrate_file``)."""
+    from hersr_arch.loading import CheckpointError, migrate_file
+
+    try:
+        entries = migrate_file(args.input, args.output)
+    except (CheckpointError, OSError) as e:
+        raise CommandError(str(e)) from None
+    print(f"hersr migrate: wrote {args.output} ({', '.join(entries)} in the current format)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hersr`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="hersr", description="HERSR tools.")
@@ -394,6 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--fp16", action="store_true", help="float16 ONNX weights and input/output")
     export.add_argument("--quiet", action="store_true", help="no progress messages")
     export.set_defaults(func=run_export)
+
+    migrate = subparsers.add_parser(
+        "migrate",
+        help="rewrite a checkpoint of an older HERSR version in the current format",
+        description="Rewrite a HERSR checkpoint written by an older version in the current format, for the arch "
+        "file copied alone into neosr or traiNNer-redux (hersr itself, spandrel and basicsr migrate when they "
+        "load). The layout is kept (params and params_ema, plain state dict, .safetensors).",
+    )
+    migrate.add_argument("input", metavar="OLD", help="HERSR checkpoint (.pth or .safetensors)")
+    migrate.add_argument("output", metavar="NEW", help="where to write it (.pth or .safetensors)")
+    migrate.set_defaults(func=run_migrate)
 
     return parser
 

@@ -51,8 +51,10 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from hersr_arch.archs.hersr_arch import HERSR
 from hersr_arch.cpu_inference import prepare_cpu_inference
 from hersr_arch.inference import self_ensemble, tiled_forward
+from hersr_arch.loading import migrate_state_dict
 from hersr_arch.option_checks import check_network_options
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -75,6 +77,22 @@ class HERSRModel(SRModel):
             for net in (self.net_g, getattr(self, "net_g_ema", None)):
                 if net is not None:
                     prepare_cpu_inference(net)
+
+    def load_network(self, net, load_path, strict=True, param_key="params"):
+        """BasicSR's ``load_network``; HERSR weights written by older versions are migrated first
+        (``hersr_arch.loading.migrate_state_dict``)."""
+        bare = self.get_bare_model(net)
+        if not isinstance(bare, HERSR):
+            return super().load_network(net, load_path, strict, param_key)
+        weights = torch.load(load_path, map_location="cpu", weights_only=True)
+        if param_key is not None:
+            if param_key not in weights and "params" in weights:  # BasicSR's fallback, e.g. no params_ema
+                param_key = "params"
+            weights = weights[param_key]
+        weights = migrate_state_dict({k.removeprefix("module."): v for k, v in weights.items()})
+        get_root_logger().info(f"Loading HERSR model from {load_path}, with param key: [{param_key}].")
+        self._print_different_keys_loading(bare, weights, strict)
+        bare.load_state_dict(weights, strict=strict)
 
     def init_training_settings(self):
         train_opt = self.opt["train"]

@@ -1,7 +1,7 @@
 """Deployment export: reparameterized weights and ONNX with dynamic batch, height and width.
 
 ``export_deploy`` writes the ``switch_to_deploy()`` weights (``.pth`` as BasicSR's ``{'params': ...}``,
-or ``.safetensors``); the ``hyper`` buffer and the tensor shapes describe the network, so
+or ``.safetensors``); the config saved with the weights describes the network, so
 ``hersr_arch.loading.load_hersr`` (and spandrel) rebuild it with no other file. The written file is
 read back and must give the same outputs as the original model.
 
@@ -18,8 +18,8 @@ read back and must give the same outputs as the original model.
   is still chosen off every multiple, non-square, with a bottleneck larger than 1x1, so that a
   regression of that guard, or a transposition, fails the check at the second size.
 - **Context pooling** (``ContextPool``: global mean up to ``train_size``, TLC box mean above) is
-  a size-dependent branch; while tracing it computes both and selects with ``where`` on the
-  runtime size.
+  a size-dependent branch; its traceable form (``ContextPool.forward_traceable``) computes both and
+  selects with ``where`` on the runtime size.
 - **FFT expert.** The TorchScript exporter has no ``aten::fft_rfft2`` symbolic at any opset and
   cannot trace complex tensors. While tracing, the expert's ``rfft2 -> mix -> irfft2(s=(H, W))``
   is written as products with cos/sin DFT matrices built from the runtime size (same transform,
@@ -32,14 +32,13 @@ read back and must give the same outputs as the original model.
   ``Cast`` nodes (the session fails to load: "Node input '...Cast_6_output_0' is not a graph
   input, initializer, or output of a previous node"); those no-op casts are removed from the file.
 
-The patches replace ``forward`` on module instances only for the duration of the trace.
+The traceable forms are methods of their modules (``forward_traceable``); they replace ``forward`` on
+module instances only for the duration of the trace.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import math
 import os
 import uuid
 import warnings
@@ -49,17 +48,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from hersr_arch.archs.hersr_arch import (
     HERSR,
-    ContextPool,
     DySample,
     FrequencyExpert,
     WindowAttention,
-    box_mean,
 )
-from hersr_arch.loading import CheckpointError, infer_config, load_hersr
+from hersr_arch.loading import CheckpointError, load_hersr
 
 # Largest |onnxruntime - PyTorch| allowed on outputs of [0, 1] inputs. fp32: float32 round-off (observed
 # <= 1e-5 for every preset); a traced branch that does not hold at another size gives 1e-2 or more.
@@ -157,69 +153,16 @@ def export_deploy(model_path: str | os.PathLike, out_path: str | os.PathLike, se
         "params_before": params_before,
         "params_after": sum(p.numel() for p in rebuilt.parameters()),
         "max_abs_diff": diff,
-        "config": infer_config(state),
+        "config": rebuilt.config,
     }
-
-
-# ----------------------------------------------------------------------------------------------
-# Traceable stand-ins (used only while tracing)
-# ----------------------------------------------------------------------------------------------
-
-
-def _dft_matrices(n, freqs, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cos`` and ``sin`` of ``2 pi j k / n`` for ``j < n``, ``k < freqs``: ``(n, freqs)`` each.
-
-    ``j k`` is reduced modulo ``n`` in integers first, so the angle keeps full fp32 precision.
-    """
-    j = torch.arange(n, device=device)
-    k = torch.arange(freqs, device=device)
-    angle = ((j[:, None] * k[None, :]) % n).float() * (2 * math.pi) / n
-    return torch.cos(angle), torch.sin(angle)
-
-
-def _frequency_expert_dft(self: FrequencyExpert, x: torch.Tensor) -> torch.Tensor:
-    """``FrequencyExpert.forward`` with the 2-D real FFT and its inverse as DFT matrix products.
-
-    rfft2 (ortho): ``X = (C_h - i S_h) x (C_w - i S_w) / sqrt(HW)`` over ``W // 2 + 1`` columns;
-    irfft2(s=(H, W)): inverse DFT over H, then the Hermitian sum over W with weights 1 for the DC
-    and (even W) Nyquist columns and 2 for the others; their imaginary parts drop out, as in
-    ``torch.fft.irfft2``.
-    """
-    h, w = x.shape[-2:]
-    xf = x.float()
-    cos_w, sin_w = _dft_matrices(w, w // 2 + 1, x.device)  # (W, V)
-    cos_h, sin_h = _dft_matrices(h, h, x.device)  # (H, H), symmetric
-    norm = torch.rsqrt(xf.new_ones(()) * (h * w))
-    a, b = xf @ cos_w, xf @ sin_w
-    real = (cos_h @ a - sin_h @ b) * norm
-    imag = (sin_h @ a + cos_h @ b) * -norm
-    y = self.out(F.gelu(self.mix(torch.cat((real, imag), 1))))
-    real, imag = y.chunk(2, dim=1)
-    real, imag = cos_h @ real - sin_h @ imag, sin_h @ real + cos_h @ imag
-    k = torch.arange(w // 2 + 1, device=x.device)
-    weight = 2.0 - (k == 0).float() - (2 * k == w).float()
-    out = (real @ (cos_w * weight).transpose(0, 1) - imag @ (sin_w * weight).transpose(0, 1)) * norm
-    return out.to(x.dtype)
-
-
-def _context_pool_both(self: ContextPool, x: torch.Tensor) -> torch.Tensor:
-    """``ContextPool.forward`` (eval) with its size branch as a runtime ``where``: ``(B, C, H, W)``."""
-    h, w = x.shape[-2:]
-    local = box_mean(x, self.train_size)
-    whole = x.float().mean((2, 3), keepdim=True).expand_as(local)
-    small = torch.as_tensor((h <= self.train_size) & (w <= self.train_size))
-    return torch.where(small, whole, local)
 
 
 @contextmanager
 def _traceable(model: HERSR) -> Iterator[None]:
-    """Install the stand-ins above on ``model``'s modules; restore the originals afterwards."""
-    patched = []
-    for module in model.modules():
-        replacement = {ContextPool: _context_pool_both, FrequencyExpert: _frequency_expert_dft}.get(type(module))
-        if replacement is not None:
-            module.forward = replacement.__get__(module)
-            patched.append(module)
+    """Run the modules that have a traceable form (``forward_traceable``) in it; restore them afterwards."""
+    patched = [m for m in model.modules() if hasattr(m, "forward_traceable")]
+    for module in patched:
+        module.forward = module.forward_traceable
     try:
         yield
     finally:
@@ -241,7 +184,7 @@ def trace_size(model: HERSR, start: int = 20) -> tuple[int, int]:
     """
     multiple = model.size_multiple
     windows = {m.window_size for m in model.modules() if isinstance(m, WindowAttention)}
-    scales = model.num_scales
+    scales = model.num_stages
 
     def good(n: int) -> bool:
         padded = -(-n // multiple) * multiple
@@ -263,7 +206,7 @@ def check_shapes(model: HERSR, trace: tuple[int, int]) -> list[tuple[int, int, i
     """Inputs on which onnxruntime must match PyTorch: the trace size, an odd size with batch 2, a tiny
     size, and a size just past ``train_size`` (so both ``ContextPool`` regimes are checked)."""
     c = model.num_in_ch
-    past = model.context_pool.train_size * 2 ** (model.num_scales - 1) + model.size_multiple + 1
+    past = model.context_pool.train_size * 2 ** (model.num_stages - 1) + model.size_multiple + 1
     return [(1, c, *trace), (2, c, 37, 29), (1, c, 7, 5), (1, c, past, 11)]
 
 
@@ -387,8 +330,7 @@ def export_onnx(
             raise ExportError(_explain_export_failure(err, opset)) from None
         proto = onnx.load(str(tmp))
         _drop_identity_casts(onnx, proto)
-        config = {k: list(v) if isinstance(v, tuple) else v for k, v in infer_config(model.state_dict()).items()}
-        meta = {"arch": "HERSR", "upscale": str(model.upscale), "hersr_config": json.dumps(config),
+        meta = {"arch": "HERSR", "upscale": str(model.upscale), "hersr_config": model.config.to_json(),
                 "noise": "off", "precision": "fp16" if fp16 else "fp32"}  # fmt: skip
         for key, value in meta.items():
             proto.metadata_props.add(key=key, value=value)
