@@ -20,7 +20,7 @@ What it changes (timings in benchmarks/RESULTS.md and the git history):
 - **Row bands on large maps.** Once one expanded half of a map outgrows the last-level cache,
   every element-wise pass over it runs at memory speed. Above ``band_above_bytes`` the map is
   processed in bands of about ``band_bytes`` per half: exact, since each band reads its halo rows
-  from the padded input. Window attention runs in bands of whole window rows likewise.
+  from the padded input. Window attention runs in bands of windows likewise.
 """
 
 from __future__ import annotations
@@ -138,25 +138,20 @@ class CPUGDFN(GDFN, RowBands):
 
 
 class CPUWindowAttention(WindowAttention, RowBands):
-    """Window attention in bands of whole window rows on large maps (the qkv map of a large image
-    outgrows the cache)."""
+    """Window attention in bands of windows on large maps (the qkv map of a large image outgrows the
+    cache)."""
 
-    def attend_windows(self, x: torch.Tensor, qk_scale: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        b, hp, wp, c = x.shape
-        rows = self.band_rows(x, hp, wp, 3 * c) if _tuned(x, self.qkv.weight) else None
-        if rows is None:
-            return super().attend_windows(x, qk_scale, attn_mask)
-        ws = self.window_size
-        rows = max(ws, rows // ws * ws)
-        per_row = (wp // ws) * self.num_heads  # mask groups of one row of windows (shifted blocks)
-        out = torch.empty_like(x)
+    def attend_windows(self, windows: torch.Tensor, qk_scale: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        b, n_win, length, c = windows.shape
+        per_band = self.band_rows(windows, n_win, length, 3 * c) if _tuned(windows, self.qkv.weight) else None
+        if per_band is None:
+            return super().attend_windows(windows, qk_scale, attn_mask)
+        out = torch.empty_like(windows)
         for n in range(b):
-            for top in range(0, hp, rows):
-                band = x[n : n + 1, top : top + rows]
-                mask = attn_mask
-                if self.shift:
-                    mask = attn_mask[:, top // ws * per_row : (top + band.shape[1]) // ws * per_row]
-                out[n : n + 1, top : top + rows] = super().attend_windows(band, qk_scale, mask)
+            for first in range(0, n_win, per_band):
+                part = slice(first, first + per_band)
+                mask = attn_mask[part] if self.shift else attn_mask  # shifted: a mask per window
+                out[n : n + 1, part] = super().attend_windows(windows[n : n + 1, part], qk_scale, mask)
         return out
 
 

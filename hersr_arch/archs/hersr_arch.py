@@ -103,21 +103,25 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return replicate_pad(x, (0, pw, 0, ph))
 
 
-def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """``x: (B, H, W, C)`` with H, W multiples of ``ws`` -> windows ``(B * nW, ws * ws, C)``."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    # contiguous + view with explicit sizes (reshape copies here anyway): whether a reshape of a
-    # permuted tensor can be a view depends on which sizes are 1, and under dynamic-shape tracing
-    # that question becomes guards that force recompiles.
-    return x.contiguous().view(b * (h // ws) * (w // ws), ws * ws, c)
+def window_token_maps(h: int, w: int, ws: int, shift: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices that cut an ``(h, w)`` map into attention windows, and put the windows back, in one
+    gather each (instead of a pad, a roll and a partition copy, and back).
 
-
-def window_reverse(windows: torch.Tensor, ws: int, b: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: ``(B * nW, ws * ws, C)`` -> ``(B, H, W, C)``."""
-    c = windows.shape[-1]
-    x = windows.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.contiguous().view(b, h, w, c)
+    The windows are those of the map replicate-padded at the bottom and right to ``(hp, wp)``,
+    multiples of ``ws``, and rolled by ``-shift`` (Swin's shifted windows), in window-major,
+    row-major order. ``gather: (hp * wp,)``: for every window token, the flat index of the pixel of
+    the map it holds. ``scatter: (h * w,)``: for every pixel, the index of its token, which undoes
+    the roll and crops the padding. Built from tensor ops on the sizes, so it follows traced shapes.
+    """
+    hp, wp = (h + ws - 1) // ws * ws, (w + ws - 1) // ws * ws
+    rows = ((torch.arange(hp, device=device) + shift) % hp).clamp(max=h - 1)
+    cols = ((torch.arange(wp, device=device) + shift) % wp).clamp(max=w - 1)
+    pixel = rows[:, None] * w + cols[None, :]  # (hp, wp): the pixel at each position of the rolled map
+    gather = pixel.view(hp // ws, ws, wp // ws, ws).permute(0, 2, 1, 3).reshape(-1)
+    token = torch.arange(hp * wp, device=device).view(hp // ws, wp // ws, ws, ws).permute(0, 2, 1, 3).reshape(hp, wp)
+    rows = (torch.arange(h, device=device) - shift) % hp
+    cols = (torch.arange(w, device=device) - shift) % wp
+    return gather, token[rows[:, None], cols[None, :]].reshape(-1)
 
 
 def shifted_window_mask(h: int, w: int, ws: int, shift: int, device: torch.device) -> torch.Tensor:
@@ -451,7 +455,7 @@ class GatedConv(nn.Module):
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``softmax(q k^T + mask) v`` for ``q, k, v: (N, G, L, d)`` and ``mask: (1, G or 1, L, L)``
+    """``softmax(q k^T + mask) v`` for ``q, k, v: (N, G, L, d)`` and ``mask: (N or 1, G or 1, L, L)``
     (logit scale already in ``q``) -> ``(N, G, L, d)``.
 
     ``F.scaled_dot_product_attention``: one fused kernel (CPU and GPU) that never materialises the
@@ -466,7 +470,8 @@ class WindowAttention(nn.Module):
     ``softmax(cos(q, k) * exp(min(logit_scale, log 100)) + rel_pos_bias [+ shift mask]) v``. The
     cosine bounds the logits, so attention cannot blow up in fp16/bf16. Bias and mask are handed to
     ``scaled_dot_product_attention`` as one 4-D float mask (a 3-D mask makes SDPA take a slower
-    path on CPU). The map is replicate-padded to a multiple of the window and cropped back.
+    path on CPU). The windows are those of the map replicate-padded to window multiples (and rolled
+    in a shifted block); one gather cuts them out and one puts them back (:func:`window_token_maps`).
 
     ``x: (B, H, W, C)`` -> ``(B, H, W, C)``.
     """
@@ -485,11 +490,12 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.rel_pos_table, std=0.02)
         self.register_buffer("rel_pos_index", relative_position_index(window_size), persistent=False)
         self._terms_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._maps_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _attn_terms(self, hp: int, wp: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The scales of q and k (``exp(min(logit_scale, log 100))`` and 1) as ``(2, heads, 1)``, and the
-        relative position bias (+ shift mask) as one float mask: ``(1, heads, L, L)`` or
-        ``(1, nW * heads, L, L)`` for a shifted block on a ``(hp, wp)`` map.
+        relative position bias (+ shift mask) as one float mask: ``(1, heads, L, L)``, or
+        ``(nW, heads, L, L)`` for a shifted block on a ``(hp, wp)`` map.
 
         Without gradients (inference) both are cached per size and parameter version: they depend on
         the weights and the map size only, and the mask over all windows costs as much as the
@@ -506,8 +512,7 @@ class WindowAttention(nn.Module):
         bias = self.rel_pos_table[self.rel_pos_index.view(-1)].view(length, length, heads)
         bias = bias.permute(2, 0, 1).to(dtype)  # (heads, L, L)
         if self.shift:
-            mask = shifted_window_mask(hp, wp, self.window_size, self.shift, device).to(dtype)
-            bias = (bias[None] + mask[:, None]).reshape(1, mask.shape[0] * heads, length, length)
+            bias = bias[None] + shifted_window_mask(hp, wp, self.window_size, self.shift, device).to(dtype)[:, None]
         else:
             bias = bias[None]
         if cacheable:
@@ -516,45 +521,43 @@ class WindowAttention(nn.Module):
             self._terms_cache[key] = (scale, bias)
         return scale, bias
 
+    def _token_maps(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`window_token_maps` for this module's window and shift, cached per size (but not
+        while a graph is captured: it must follow the traced size)."""
+        if _is_tracing():
+            return window_token_maps(h, w, self.window_size, self.shift, device)
+        key = (h, w, device)
+        if key not in self._maps_cache:
+            if len(self._maps_cache) > 8:  # bounded, as the attention terms
+                self._maps_cache.clear()
+            self._maps_cache[key] = window_token_maps(h, w, self.window_size, self.shift, device)
+        return self._maps_cache[key]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
         ws = self.window_size
-        x = pad_to_multiple(x.permute(0, 3, 1, 2), ws).permute(0, 2, 3, 1)
-        hp, wp = x.shape[1:3]
-        if self.shift:
-            x = torch.roll(x, (-self.shift, -self.shift), (1, 2))
-        out = self.attend_windows(x, *self._attn_terms(hp, wp, linear_dtype(x)))
-        if self.shift:
-            out = torch.roll(out, (self.shift, self.shift), (1, 2))
-        return out[:, :h, :w]
+        hp, wp = (h + ws - 1) // ws * ws, (w + ws - 1) // ws * ws
+        gather, scatter = self._token_maps(h, w, x.device)
+        windows = x.reshape(b, h * w, c).index_select(1, gather).view(b, -1, ws * ws, c)
+        out = self.attend_windows(windows, *self._attn_terms(hp, wp, linear_dtype(x)))
+        return out.view(b, hp * wp, c).index_select(1, scatter).view(b, h, w, c)
 
-    def attend_windows(self, x: torch.Tensor, qk_scale: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        """Attention within the windows of ``x: (B, H, W, C)`` (padded, and rolled if shifted; ``H``,
-        ``W`` window multiples), with ``qk_scale`` and ``attn_mask`` from :meth:`_attn_terms` (for a
-        shifted block, the masks of exactly these windows) -> ``(B, H, W, C)``."""
-        b, hb, wp, c = x.shape
-        ws, heads = self.window_size, self.num_heads
-        windows = window_partition(x, ws)  # (B*nW, L, C)
-        n_win, length = windows.shape[:2]
-        qkv = self.qkv(windows).view(n_win, length, 3, heads, c // heads)
+    def attend_windows(self, windows: torch.Tensor, qk_scale: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """Attention within ``windows: (B, nW, L, C)``, with ``qk_scale`` and ``attn_mask`` from
+        :meth:`_attn_terms` (for a shifted block, one mask per window: ``(nW, heads, L, L)``, the same
+        for every sample) -> ``(B, nW, L, C)``."""
+        b, n_win, length, c = windows.shape
+        heads = self.num_heads
+        qkv = self.qkv(windows).view(b * n_win, length, 3, heads, c // heads)
         # Cosine attention: unit q and k, q also carrying the logit scale, in one pass over both in
         # this layout (head dim contiguous).
         qk = qkv[:, :, :2]
         qk = qk * (qk_scale / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-6))
         q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
-        if self.shift:  # one mask per window: fold windows into the head axis of a 4-D batch
-            groups = attn_mask.shape[1]
-            d = c // heads
-            out = attend(
-                q.reshape(b, groups, length, d),
-                k.reshape(b, groups, length, d),
-                v.reshape(b, groups, length, d),
-                attn_mask,
-            ).reshape(n_win, heads, length, d)
-        else:
-            out = attend(q, k, v, attn_mask)
-        out = self.proj(out.transpose(1, 2).reshape(n_win, length, c))
-        return window_reverse(out, ws, b, hb, wp)
+        if self.shift:  # the windows' masks, for every sample (a view for one sample)
+            attn_mask = attn_mask.expand(b, *attn_mask.shape).reshape(b * n_win, heads, length, length)
+        out = attend(q, k, v, attn_mask)  # (B * nW, heads, L, d)
+        return self.proj(out.transpose(1, 2).reshape(b, n_win, length, c))
 
 
 class GDFN(nn.Module):
