@@ -17,6 +17,7 @@ What it changes (timings in benchmarks/RESULTS.md and the git history):
 - **expand -> gate -> project in parts.** The expansion's two channel halves are computed apart
   (element-wise ops on a channel half of one channels_last map read it strided), and the gate
   product is written into its fresh first operand; so are the blocks' residual adds.
+- **Affine-free LayerNorms** (deployed) run with a weight of ones, ATen's vectorised CPU path.
 - **Row bands on large maps.** Once one expanded half of a map outgrows the last-level cache,
   every element-wise pass over it runs at memory speed. Above ``band_above_bytes`` the map is
   processed in bands of about ``band_bytes`` per half: exact, since each band reads its halo rows
@@ -78,6 +79,20 @@ class OneDNNLinear(nn.Linear):
         y = torch.ops.aten.mkldnn_convolution(grid, self.weight.view(c_out, c_in, 1, 1), self.bias,
                                               (0, 0), (1, 1), (1, 1), 1)  # fmt: skip
         return y.permute(0, 2, 3, 1).view(*x.shape[:-1], c_out)
+
+
+class OnesWeightLayerNorm(nn.LayerNorm):
+    """An affine-free ``nn.LayerNorm`` (deployed: its affine is folded into the next linear map) that,
+    in CPU inference, runs with a weight of ones: ATen's CPU kernel without a weight takes a slower,
+    unvectorised path. Multiplying by one is exact."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is not None or not _tuned(x, x):
+            return super().forward(x)
+        ones = getattr(self, "_ones", None)
+        if ones is None or ones.dtype != x.dtype or ones.device != x.device:
+            ones = self._ones = torch.ones(self.normalized_shape, dtype=x.dtype, device=x.device)
+        return F.layer_norm(x, self.normalized_shape, ones, None, self.eps)
 
 
 class RowBands:
@@ -201,6 +216,8 @@ def prepare_cpu_inference(model: nn.Module) -> nn.Module:
                 module.__class__ = _SWAPS[type(module)]
             elif _is_pointwise(module):
                 module.__class__ = OneDNNConv1x1
+            elif type(module) is nn.LayerNorm and not module.elementwise_affine:
+                module.__class__ = OnesWeightLayerNorm
             if isinstance(module, WindowAttention) and type(module.qkv) is nn.Linear:
                 module.qkv.__class__ = OneDNNLinear
     return model

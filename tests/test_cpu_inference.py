@@ -18,6 +18,7 @@ from hersr_arch.cpu_inference import (
     CPUWindowAttention,
     OneDNNConv1x1,
     OneDNNLinear,
+    OnesWeightLayerNorm,
     RowBands,
     prepare_cpu_inference,
 )
@@ -76,6 +77,22 @@ def test_prepared_model_has_the_same_keys_and_outputs(monkeypatch, deploy):
         fast(x)
     assert calls["n"] == n_gated
     assert prepare_cpu_inference(fast) is fast  # idempotent
+
+
+def test_affine_free_layer_norms_run_with_a_ones_weight():
+    """Deployed LayerNorms have no affine (folded into the next linear map); prepared, they pass a
+    weight of ones to ATen (its vectorised CPU kernel): the same numbers."""
+    plain, fast = prepared_pair(deploy=True, upscale=2)
+    norms = [m for m in fast.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(type(m) is OnesWeightLayerNorm for m in norms)
+    x = torch.rand(1, 3, 19, 23, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-5)
+        tokens = torch.randn(2, 5, 7, norms[0].normalized_shape[0])
+        assert "aten::native_layer_norm" in kernels(lambda: norms[0](tokens))
+        torch.testing.assert_close(norms[0](tokens), torch.nn.functional.layer_norm(tokens, norms[0].normalized_shape))
+    trained = prepare_cpu_inference(perturb_(tiny_hersr()).eval())
+    assert not any(type(m) is OnesWeightLayerNorm for m in trained.modules())  # affine norms stay as they are
 
 
 def test_onednn_1x1_and_token_linear_keep_the_numbers():
