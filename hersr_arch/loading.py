@@ -31,8 +31,17 @@ class CheckpointError(ValueError):
 # ----------------------------------------------------------------------------------------------
 
 
+# Where checkpoints keep their weights, in the order they are looked for (BasicSR's EMA weights first).
+_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net_g")
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The network weights stored in ``path`` (see the module docstring for the accepted forms)."""
+    return unwrap_state_dict(read_checkpoint(path), str(path))
+
+
+def read_checkpoint(path: str | os.PathLike):
+    """The object stored in ``path`` (``.pth``/``.pt`` or ``.safetensors``), or a clear ``CheckpointError``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {str(path)!r} does not exist.")
@@ -50,13 +59,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"Cannot read checkpoint {str(path)!r}: the file is truncated, damaged or not a PyTorch / "
             f"safetensors file ({type(err).__name__}: {str(err)[:200]})."
         ) from None
-    return unwrap_state_dict(obj, str(path))
+    return obj
 
 
 def unwrap_state_dict(obj, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Find the weights in a loaded checkpoint object and strip DDP prefixes."""
     if isinstance(obj, Mapping):
-        for key in ("params_ema", "params", "state_dict", "model", "net_g"):
+        for key in _WRAPPER_KEYS:
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
                 break
@@ -280,14 +289,8 @@ def migrate_file(src: str | os.PathLike, dst: str | os.PathLike) -> list[str]:
     names of the migrated entries.
     """
     src, dst = Path(src), Path(dst)
-    read_state_dict(src)  # the clear errors for missing, damaged and foreign files
-    if src.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        obj = load_file(str(src))
-    else:
-        obj = torch.load(src, map_location="cpu", weights_only=True)
-    wrapped = [k for k in ("params_ema", "params", "state_dict", "model", "net_g") if isinstance(obj.get(k), Mapping)]
+    obj = read_checkpoint(src)
+    wrapped = [k for k in _WRAPPER_KEYS if isinstance(obj, Mapping) and isinstance(obj.get(k), Mapping)]
     entries = {k: obj[k] for k in wrapped} if wrapped else {"state dict": obj}
     migrated = {}
     for name, sd in entries.items():

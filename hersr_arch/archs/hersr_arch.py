@@ -86,6 +86,16 @@ def replicate_pad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Ten
     return x[:, :, rows[:, None], cols]
 
 
+def round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple``.
+
+    Written as ``multiple * ceil(n / multiple)``: under dynamic-shape tracing this form keeps later
+    ``% multiple`` checks trivially zero; ``(-n) % multiple`` would grow nested Mod terms that made
+    torch.compile(dynamic=True) spend minutes in sympy.
+    """
+    return (n + multiple - 1) // multiple * multiple
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Replicate-pad the bottom and right of ``x: (B, C, H, W)`` to multiples of ``multiple``.
 
@@ -93,11 +103,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     size, including 1x1, where reflect padding is undefined.
     """
     h, w = x.shape[-2:]
-    # Padded sizes as ``multiple * ceil(h / multiple)``: under dynamic-shape tracing this form keeps
-    # later ``% multiple`` checks trivially zero; ``(-h) % multiple`` would grow nested Mod terms
-    # that made torch.compile(dynamic=True) spend minutes in sympy.
-    ph = (h + multiple - 1) // multiple * multiple - h
-    pw = (w + multiple - 1) // multiple * multiple - w
+    ph, pw = round_up(h, multiple) - h, round_up(w, multiple) - w
     if not _is_tracing() and ph == 0 and pw == 0:
         return x
     return replicate_pad(x, (0, pw, 0, ph))
@@ -113,7 +119,7 @@ def window_token_maps(h: int, w: int, ws: int, shift: int, device: torch.device)
     the map it holds. ``scatter: (h * w,)``: for every pixel, the index of its token, which undoes
     the roll and crops the padding. Built from tensor ops on the sizes, so it follows traced shapes.
     """
-    hp, wp = (h + ws - 1) // ws * ws, (w + ws - 1) // ws * ws
+    hp, wp = round_up(h, ws), round_up(w, ws)
     rows = ((torch.arange(hp, device=device) + shift) % hp).clamp(max=h - 1)
     cols = ((torch.arange(wp, device=device) + shift) % wp).clamp(max=w - 1)
     pixel = rows[:, None] * w + cols[None, :]  # (hp, wp): the pixel at each position of the rolled map
@@ -536,7 +542,7 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
         ws = self.window_size
-        hp, wp = (h + ws - 1) // ws * ws, (w + ws - 1) // ws * ws
+        hp, wp = round_up(h, ws), round_up(w, ws)
         gather, scatter = self._token_maps(h, w, x.device)
         windows = x.reshape(b, h * w, c).index_select(1, gather).view(b, -1, ws * ws, c)
         out = self.attend_windows(windows, *self._attn_terms(hp, wp, linear_dtype(x)))
