@@ -41,3 +41,24 @@ def test_a_training_step_counts_forward_backward_and_optimizer():
     step = training_step_launches(tiny_hersr(upscale=2), (8, 8), batch=2, scale=2)
     assert step.total > 2 * forward
     assert any(name.endswith("_backward") for name in step.counts) and any("_foreach" in n for n in step.counts)
+
+
+def test_window_attention_cuts_and_restores_windows_with_one_gather_each():
+    """Pad to window multiples, shift roll and partition are one gather, and back one more; a shifted
+    block passes one mask per window (no q/k/v copies), so the count is the same at any map size."""
+    from hersr_arch.archs.hersr_arch import WindowAttention
+
+    for shift in (False, True):
+        attn = WindowAttention(8, 2, window_size=4, shift=shift).eval()
+        counts = []
+        for h, w in ((8, 12), (7, 10)):  # a window multiple, and not
+            x = torch.rand(1, h, w, 8)
+            with torch.no_grad():
+                attn(x)  # caches filled, as in every forward but a program's first
+                counter = LaunchCounter()
+                with counter:
+                    attn(x)
+            assert counter.counts["index_select"] == 2, counter.counts
+            assert not {"replication_pad2d", "roll", "clone", "copy_"} & set(counter.counts), counter.counts
+            counts.append(counter.total)
+        assert counts[0] == counts[1]
