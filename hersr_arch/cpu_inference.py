@@ -16,12 +16,15 @@ What it changes (timings in benchmarks/RESULTS.md and the git history):
   does not. The qkv projection runs the same way, as a 1x1 conv over a view of the tokens.
 - **expand -> gate -> project in parts.** The expansion's two channel halves are computed apart
   (element-wise ops on a channel half of one channels_last map read it strided), and the gate
-  product is written into its fresh first operand; so are the blocks' residual adds.
+  product is written into its fresh first operand; so are the residual adds of the blocks and of
+  the attention. A deployed block's fusion 1x1 is split again by its inputs: the GDFN's gate
+  product goes through its columns band by band (below) instead of being concatenated whole.
 - **Affine-free LayerNorms** (deployed) run with a weight of ones, ATen's vectorised CPU path.
 - **Row bands on large maps.** Once one expanded half of a map outgrows the last-level cache,
   every element-wise pass over it runs at memory speed. Above ``band_above_bytes`` the map is
-  processed in bands of about ``band_bytes`` per half: exact, since each band reads its halo rows
-  from the padded input. Window attention runs in bands of windows likewise.
+  processed in bands of about ``band_bytes`` per half, each projected while it is in the cache:
+  exact, since each band reads its halo rows from the padded input. Window attention runs in bands
+  of windows likewise.
 """
 
 from __future__ import annotations
@@ -61,10 +64,14 @@ class OneDNNConv1x1(nn.Conv2d):
     output channels (a slice of the weights, no copy). ``(B, C_in, H, W)`` -> ``(B, C_out, H, W)``."""
 
     def forward(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
-        weight, bias = self.weight[rows], None if self.bias is None else self.bias[rows]
-        if _tuned(x, weight) and x.is_contiguous(memory_format=torch.channels_last):
-            return torch.ops.aten.mkldnn_convolution(x, weight, bias, (0, 0), (1, 1), (1, 1), 1)
-        return F.conv2d(x, weight, bias)
+        return _pointwise(x, self.weight[rows], None if self.bias is None else self.bias[rows])
+
+
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias)`` for a 1x1 ``weight``, on oneDNN for channels_last maps in CPU inference."""
+    if _tuned(x, weight) and x.is_contiguous(memory_format=torch.channels_last) and weight.is_contiguous():
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, (0, 0), (1, 1), (1, 1), 1)
+    return F.conv2d(x, weight, bias)
 
 
 class OneDNNLinear(nn.Linear):
@@ -115,23 +122,27 @@ def _halves(spatial: PaddedDepthwiseExpand, padded: torch.Tensor) -> tuple[torch
             spatial.dwconv(spatial.expand(padded, second), second))  # fmt: skip
 
 
-def _expand_gate_project(bands: RowBands, x: torch.Tensor, spatial: PaddedDepthwiseExpand,
-                         project: nn.Conv2d | None, activation: Callable | None) -> torch.Tensor:
-    """``project(activation(a) * b)`` with ``a, b = spatial(pad1(x))`` (without ``project``: the gate
-    product), in row bands on large maps. ``x: (B, C, H, W)`` -> ``(B, C_out, H, W)``."""
+Projection = tuple[torch.Tensor, torch.Tensor | None]  # a 1x1 conv's weight (C_out, C_in, 1, 1) and bias
+
+
+def _banded_gate(bands: RowBands, padded: torch.Tensor, spatial: PaddedDepthwiseExpand,
+                 activation: Callable | None, project: Projection | None = None) -> torch.Tensor:
+    """``project(activation(a) * b)`` with ``a, b = spatial(padded)`` (without ``project``, the gate
+    product), in row bands on large maps. ``padded: (B, C, H + 2, W + 2)`` -> ``(B, C_out, H, W)``."""
 
     def gated(padded_rows: torch.Tensor) -> torch.Tensor:
         a, b = _halves(spatial, padded_rows)
         product = (a if activation is None else activation(a)).mul_(b)
-        return product if project is None else project(product)
+        return product if project is None else _pointwise(product, *project)
 
-    samples, _, h, w = x.shape
-    rows = bands.band_rows(x, h, w, spatial.expand.out_channels // 2)
-    padded = pad1(x)
+    samples, _, h, w = padded.shape
+    h, w = h - 2, w - 2
+    half = spatial.expand.out_channels // 2
+    rows = bands.band_rows(padded, h, w, half)
     if rows is None:
         return gated(padded)
-    out_channels = spatial.expand.out_channels // 2 if project is None else project.out_channels
-    out = torch.empty((samples, out_channels, h, w), dtype=x.dtype, memory_format=torch.channels_last)
+    out_channels = half if project is None else project[0].shape[0]
+    out = torch.empty((samples, out_channels, h, w), dtype=padded.dtype, memory_format=torch.channels_last)
     for n in range(samples):  # one sample at a time: a row band of it is one contiguous block
         for top in range(0, h, rows):
             out[n : n + 1, :, top : top + rows] = gated(padded[n : n + 1, :, top : top + rows + 2])
@@ -140,16 +151,28 @@ def _expand_gate_project(bands: RowBands, x: torch.Tensor, spatial: PaddedDepthw
 
 class CPUGatedConv(GatedConv, RowBands):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _tuned(x, self.spatial.expand.weight):
+        if self.project is None or not _tuned(x, self.spatial.expand.weight):
             return super().forward(x)
-        return _expand_gate_project(self, x, self.spatial, self.project, None)
+        return _banded_gate(self, pad1(x), self.spatial, None, (self.project.weight, self.project.bias))
+
+    def gate(self, padded: torch.Tensor) -> torch.Tensor:
+        if not _tuned(padded, self.spatial.expand.weight):
+            return super().gate(padded)
+        return _banded_gate(self, padded, self.spatial, None)
 
 
 class CPUGDFN(GDFN, RowBands):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _tuned(x, self.project.weight):
+        if self.project is None or not _tuned(x, self.spatial.expand.weight):
             return super().forward(x)
-        return _expand_gate_project(self, x, self.spatial, self.project, F.gelu)
+        return _banded_gate(self, pad1(x), self.spatial, F.gelu, (self.project.weight, self.project.bias))
+
+    def gate(self, padded: torch.Tensor, project: Projection | None = None) -> torch.Tensor:
+        """The gate product, or with ``project`` its 1x1 map computed band by band."""
+        if not _tuned(padded, self.spatial.expand.weight):
+            product = super().gate(padded)
+            return product if project is None else F.conv2d(product, *project)
+        return _banded_gate(self, padded, self.spatial, F.gelu, project)
 
 
 class CPUWindowAttention(WindowAttention, RowBands):
@@ -171,24 +194,51 @@ class CPUWindowAttention(WindowAttention, RowBands):
 
 
 class CPUContextPath(ContextPath):
-    """Both residual adds written into the fresh update (one map-sized allocation less each)."""
+    """The attention's residual added into its fresh output (one map-sized allocation less)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, ffn_project: Projection | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ContextPath.features``; with ``ffn_project``, the GDFN's gate product mapped by that 1x1."""
         if not _tuned(x, x):
-            return super().forward(x)
-        t = x.permute(0, 2, 3, 1)
-        t = self.attn(self.norm_attn(t)).add_(t)
-        x = t.permute(0, 3, 1, 2)
-        return self.ffn(self.norm_ffn(x)).add_(x)
+            u, gate = super().features(x)
+            return u, gate if ffn_project is None else F.conv2d(gate, *ffn_project)
+        h, w = x.shape[-2:]
+        windows = self.attn.partition(x.permute(0, 2, 3, 1))
+        windows = self.attn.attend(self.norm_attn(windows), h, w).add_(windows)
+        u = self.attn.merge(windows, h, w, pad=1).permute(0, 3, 1, 2)
+        return u[..., 1:-1, 1:-1], self.ffn.gate(self.norm_ffn(u), ffn_project)
 
 
 class CPUDualPathBlock(DualPathBlock):
-    """The residual add written into the fresh update."""
+    """The residual add written into the fresh update. Deployed, the fusion 1x1 runs as two: one over
+    ``[local gate product; u]`` and the GDFN gate product's columns band by band inside the GDFN
+    (:func:`_banded_gate`), added: the wide gate product is never written out whole and concatenated."""
 
     def forward(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
         if not _tuned(x, x):
             return super().forward(x, local_hint)
         return self.update(x, local_hint).add_(x)
+
+    def update(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
+        if self.layer_scale is not None or self.context is None or not _tuned(x, self.fuse.weight):
+            return super().update(x, local_hint)
+        (head, bias), tail = self._fuse_split()
+        parts = [] if self.local is None else list(self.local.features(x if local_hint is None else x + local_hint))
+        u, projected = self.context.features(x, (tail, None))
+        parts.append(u)
+        return _pointwise(torch.cat(parts, 1) if len(parts) > 1 else parts[0], head, bias).add_(projected)
+
+    def _fuse_split(self) -> tuple[Projection, torch.Tensor]:
+        """The fusion weight's columns for ``[local; u]`` (with the bias) and for the GDFN's gate product,
+        each contiguous (oneDNN's layout), cached per weight version."""
+        weight = self.fuse.weight
+        key = (weight._version, weight.data_ptr())
+        cached = getattr(self, "_fuse_parts", None)
+        if cached is None or cached[0] != key:
+            hidden = self.context.ffn.spatial.expand.out_channels // 2
+            split = weight.shape[1] - hidden
+            cached = (key, ((weight[:, :split].contiguous(), self.fuse.bias), weight[:, split:].contiguous()))
+            self._fuse_parts = cached
+        return cached[1]
 
 
 _SWAPS = {

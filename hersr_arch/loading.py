@@ -17,7 +17,14 @@ from pathlib import Path
 
 import torch
 
-from hersr_arch.archs.hersr_arch import HERSR, HERSRConfig, blocks_per_scale, fold_pointwise_input
+from hersr_arch.archs.hersr_arch import (
+    HERSR,
+    HERSRConfig,
+    append_pointwise_input,
+    blocks_per_scale,
+    fold_pointwise_input,
+    fold_pointwise_output,
+)
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -98,24 +105,43 @@ def migrate_state_dict(sd: StateDict) -> dict[str, torch.Tensor]:
     """``sd`` in the current format, as a new dict (``sd`` is left as it is). Older files differ in:
 
     * the layer scale of each dual-path block, once ``blocks.N.scale``, now ``blocks.N.layer_scale``;
-    * deployed weights written before deploy folded the gated conv's ``project`` into its block's
-      fusion 1x1 still carry it: it is folded now (exact up to rounding);
+    * deployed weights written before deploy folded the closing 1x1s of a block's paths (the gated
+      conv's and the GDFN's ``project``) into its fusion 1x1, or the attention expert's ``out`` into
+      its attention's ``proj``, still carry them: they are folded now (exact up to rounding);
     * format 1 kept what shapes cannot show in an integer ``hyper`` buffer: it becomes the
       ``config_json`` record, with the rest of the config inferred from the weights.
     """
     sd = {re.sub(r"(\.blocks\.\d+)\.scale$", r"\1.layer_scale", k): v for k, v in sd.items()}
     if not any(_TRAINING_ONLY.match(k) for k in sd):
-        for project in [k[: -len("weight")] for k in sd if k.endswith("local.gated.project.weight")]:
-            fuse = project[: -len("local.gated.project.")] + "fuse."
-            if fuse + "weight" in sd and project + "bias" in sd:
-                sd[fuse + "weight"], sd[fuse + "bias"] = fold_pointwise_input(
-                    sd[fuse + "weight"], sd[fuse + "bias"], sd.pop(project + "weight"), sd.pop(project + "bias")
-                )
+        _fold_deployed_projections(sd)
     if "hyper" in sd:
         values = dict(zip(_FORMAT1_FIELDS, (int(v) for v in sd.pop("hyper").tolist())))
         settings = {k: _FORMAT1_NAMES[k][v] if k in _FORMAT1_NAMES else v for k, v in values.items() if k != "format"}
         sd["config_json"] = infer_config(sd, settings).to_tensor()
     return sd
+
+
+def _fold_deployed_projections(sd: dict[str, torch.Tensor]) -> None:
+    """Fold, in place, the 1x1s that deploy now folds but older deployed files still carry."""
+
+    def pop(prefix: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if prefix + "weight" in sd and prefix + "bias" in sd:
+            return sd.pop(prefix + "weight"), sd.pop(prefix + "bias")
+        return None
+
+    for block in [k[: -len("fuse.weight")] for k in sd if re.search(r"\.blocks\.\d+\.fuse\.weight$", k)]:
+        fuse = (sd[block + "fuse.weight"], sd[block + "fuse.bias"])
+        if (project := pop(block + "local.gated.project.")) is not None:
+            fuse = fold_pointwise_input(*fuse, *project)
+        if (project := pop(block + "context.ffn.project.")) is not None:
+            start = fuse[0].shape[0] if block + "local.norm.weight" in sd else 0
+            fuse = append_pointwise_input(*fuse, slice(start, start + project[0].shape[0]), *project)
+        sd[block + "fuse.weight"], sd[block + "fuse.bias"] = fuse
+    for expert in _indices(sd, r"moe\.experts\.(\d+)\.attn\.proj\.weight$"):
+        proj = f"moe.experts.{expert}.attn.proj."
+        if (out := pop(f"moe.experts.{expert}.out.")) is not None:
+            weight, bias = fold_pointwise_output(sd[proj + "weight"][:, :, None, None], sd[proj + "bias"], *out)
+            sd[proj + "weight"], sd[proj + "bias"] = weight[:, :, 0, 0], bias
 
 
 def read_config(sd: StateDict) -> HERSRConfig:
@@ -209,7 +235,8 @@ def infer_config(sd: StateDict, known: Mapping | None = None) -> HERSRConfig:
         tables = [k for k in keys if k.endswith("rel_pos_table")]
         config["window_size"] = (round(sd[tables[0]].shape[0] ** 0.5) + 1) // 2 if tables else 8
 
-    ffn = [(sd[k].shape[0], sd[k].shape[1]) for k in keys if k.endswith("ffn.project.weight")]
+    # The GDFN expands C to 2 * hidden channels (its ``project``, back from hidden, is folded when deployed).
+    ffn = [(sd[k].shape[1], sd[k].shape[0] // 2) for k in keys if k.endswith("ffn.spatial.expand.weight")]
     if ffn:
         config["ffn_expansion"] = _fit_ratio(ffn, "GDFN hidden")
     large = [k for k in keys if k.endswith("plk.large.weight")]

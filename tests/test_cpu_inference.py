@@ -41,17 +41,17 @@ def kernels(fn) -> set[str]:
 
 
 def tuned_calls(monkeypatch) -> dict:
-    """Counts the calls of the CPU-tuned expand -> gate -> project."""
+    """Counts the calls of the CPU-tuned expand -> gate."""
     from hersr_arch import cpu_inference
 
     calls = {"n": 0}
-    tuned = cpu_inference._expand_gate_project
+    tuned = cpu_inference._banded_gate
 
     def counting(*args):
         calls["n"] += 1
         return tuned(*args)
 
-    monkeypatch.setattr(cpu_inference, "_expand_gate_project", counting)
+    monkeypatch.setattr(cpu_inference, "_banded_gate", counting)
     return calls
 
 
@@ -122,7 +122,7 @@ def test_only_hersr_modules_are_switched():
 
 
 def test_row_bands_keep_the_numbers(monkeypatch):
-    """Large maps run expand -> gate -> project and window attention in row bands: the same output as
+    """Large maps run expand -> gate and window attention in row bands: the same output as
     whole maps (fp32: to oneDNN's summation order), shifted and plain windows, a batch of two."""
     plain, fast = prepared_pair(depths=(2, 2, 1, 1), upscale=2)
     x = torch.rand(2, 3, 29, 22, generator=torch.Generator().manual_seed(1))

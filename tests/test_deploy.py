@@ -63,10 +63,11 @@ def test_preset_parameter_budgets_after_deploy(preset, budget):
     assert sum(p.numel() for p in model.parameters()) <= budget
 
 
-def test_deploy_folds_the_gated_conv_projection_and_loads_weights_deployed_before(monkeypatch):
-    """Deploy folds each local path's last 1x1 (``GatedConv.project``) into its block's fusion 1x1.
-    Deployed weights saved before that fold (``project`` still separate) are folded by the loading
-    migration, for a model built directly or rebuilt from the weights: same outputs, caller's dict untouched."""
+def test_deploy_folds_the_closing_projections_and_loads_weights_deployed_before(monkeypatch):
+    """Deploy folds each block's closing 1x1s (``GatedConv.project``, ``GDFN.project``) into its fusion
+    1x1, and the attention expert's ``out`` into its ``proj``. Deployed weights saved before those folds
+    (the 1x1s still separate) are folded by the loading migration, for a model built directly or
+    rebuilt from the weights: same outputs, caller's dict untouched."""
     from hersr_arch.archs import hersr_arch as arch
     from hersr_arch.loading import build_from_state_dict, migrate_state_dict, read_config
 
@@ -80,15 +81,21 @@ def test_deploy_folds_the_gated_conv_projection_and_loads_weights_deployed_befor
         block.fuse.bias *= block.layer_scale.view(-1)
         block.layer_scale = None
 
+    def norm_fold_only(expert):  # and the attention expert kept its ``out``
+        expert.norm = arch.fold_layernorm_(expert.norm, expert.attn.qkv.weight, expert.attn.qkv.bias)
+
     with monkeypatch.context() as patch:
         patch.setattr(arch.DualPathBlock, "reparameterize", torch.no_grad()(scale_fold_only))
+        patch.setattr(arch.AttentionExpert, "reparameterize", torch.no_grad()(norm_fold_only))
         earlier = copy.deepcopy(trained).switch_to_deploy().state_dict()
-    assert any(k.endswith("local.gated.project.weight") for k in earlier)
+    folded = ("local.gated.project.weight", "context.ffn.project.weight", "moe.experts.1.out.weight")
+    assert all(any(k.endswith(name) for k in earlier) for name in folded)
 
     deployed = copy.deepcopy(trained).switch_to_deploy()
-    assert not any(k.endswith("gated.project.weight") for k in deployed.state_dict())
-    assert all(m.project is None for m in deployed.modules() if isinstance(m, arch.GatedConv))
-    assert all(m.project is not None for m in trained.modules() if isinstance(m, arch.GatedConv))
+    assert not any(k.endswith(name) for k in deployed.state_dict() for name in folded)
+    for kind in (arch.GatedConv, arch.GDFN):
+        assert all(m.project is None for m in deployed.modules() if isinstance(m, kind))
+        assert all(m.project is not None for m in trained.modules() if isinstance(m, kind))
 
     keys_before = set(earlier)
     built = HERSR(**TINY, upscale=2, deploy=True).eval()

@@ -130,12 +130,12 @@ def test_onnx_fp16(tmp_path):
 
 
 def test_onnx_mismatch_fails_loudly_and_writes_nothing(tmp_path, monkeypatch):
-    """With the arch's tracing guards defeated, a graph traced at a window multiple skips the window
-    pads and bakes in size-keyed caches (the SwinIR/HAT failure): the check at the second size
-    catches it."""
+    """With the window index maps built from Python ints of the traced size, the graph bakes that size
+    in (the SwinIR/HAT failure: reshapes fixed at trace time): the check at the second size catches it."""
     model = perturb_(tiny_hersr(upscale=2)).eval()
     monkeypatch.setattr(ex, "trace_size", lambda model: (16, 16))
-    monkeypatch.setattr(hersr_arch_module, "_is_tracing", lambda: False)
+    token_maps = hersr_arch_module.window_token_maps
+    monkeypatch.setattr(hersr_arch_module, "window_token_maps", lambda h, w, *rest: token_maps(int(h), int(w), *rest))
     with pytest.raises(ExportError, match=r"onnxruntime (failed on|differs from PyTorch by .* on) an input of shape"):
         export_onnx(save(model, tmp_path / "w.pth"), tmp_path / "m.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]  # not even a temporary file

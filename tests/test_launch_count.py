@@ -62,3 +62,33 @@ def test_window_attention_cuts_and_restores_windows_with_one_gather_each():
             assert not {"replication_pad2d", "roll", "clone", "copy_"} & set(counter.counts), counter.counts
             counts.append(counter.total)
         assert counts[0] == counts[1]
+
+
+def test_a_deployed_block_pads_only_for_its_local_convs_and_reads_its_paths_features():
+    """Deployed, the GDFN's pad comes with the gather that puts the windows back, and both paths'
+    closing 1x1s live in the fusion conv: one pad per local conv, one 1x1 fusion, no separate
+    projections or residual adds beyond the attention's and the block's."""
+    from hersr_arch.archs.hersr_arch import DualPathBlock
+
+    block = DualPathBlock(8, 2, 4, True, 2.0, 5, 0.25).eval()
+    for module in list(block.modules()):  # as HERSR.switch_to_deploy
+        if hasattr(module, "reparameterize"):
+            module.reparameterize()
+    x = torch.rand(1, 8, 7, 10).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        block(x)
+        counter = LaunchCounter()
+        with counter:
+            block(x)
+    assert counter.counts["replication_pad2d"] == 2, counter.counts  # the PLK conv and the gated conv
+    assert counter.counts["index_select"] == 2 and counter.counts["add"] == 2, counter.counts
+    assert counter.counts["convolution"] == 6, counter.counts  # PLK, 2 x (expand, depthwise), fuse
+
+
+def test_deployed_preset_launches_do_not_depend_on_the_input_size():
+    """The stem's pad to size multiples is its first conv's pad, window attention gathers whatever
+    the size: a deployed hersr_s launches as many kernels at 96x96 as at 320x180 (x4)."""
+    from hersr_arch.archs.hersr_arch import hersr_s
+
+    model = hersr_s().switch_to_deploy()
+    assert forward_launches(model, (96, 96)).total == forward_launches(model, (180, 320)).total

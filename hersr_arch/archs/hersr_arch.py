@@ -96,28 +96,18 @@ def round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Replicate-pad the bottom and right of ``x: (B, C, H, W)`` to multiples of ``multiple``.
-
-    Replicate (not zero or reflect) padding keeps a constant image constant and is valid for any
-    size, including 1x1, where reflect padding is undefined.
-    """
-    h, w = x.shape[-2:]
-    ph, pw = round_up(h, multiple) - h, round_up(w, multiple) - w
-    if not _is_tracing() and ph == 0 and pw == 0:
-        return x
-    return replicate_pad(x, (0, pw, 0, ph))
-
-
-def window_token_maps(h: int, w: int, ws: int, shift: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def window_token_maps(
+    h: int, w: int, ws: int, shift: int, pad: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices that cut an ``(h, w)`` map into attention windows, and put the windows back, in one
     gather each (instead of a pad, a roll and a partition copy, and back).
 
     The windows are those of the map replicate-padded at the bottom and right to ``(hp, wp)``,
     multiples of ``ws``, and rolled by ``-shift`` (Swin's shifted windows), in window-major,
     row-major order. ``gather: (hp * wp,)``: for every window token, the flat index of the pixel of
-    the map it holds. ``scatter: (h * w,)``: for every pixel, the index of its token, which undoes
-    the roll and crops the padding. Built from tensor ops on the sizes, so it follows traced shapes.
+    the map it holds. ``scatter: ((h + 2 pad) * (w + 2 pad),)``: for every pixel of the map
+    replicate-padded by ``pad`` on every side, the index of the token of its pixel, which undoes the
+    roll and crops the padding. Built from tensor ops on the sizes, so it follows traced shapes.
     """
     hp, wp = round_up(h, ws), round_up(w, ws)
     rows = ((torch.arange(hp, device=device) + shift) % hp).clamp(max=h - 1)
@@ -125,8 +115,8 @@ def window_token_maps(h: int, w: int, ws: int, shift: int, device: torch.device)
     pixel = rows[:, None] * w + cols[None, :]  # (hp, wp): the pixel at each position of the rolled map
     gather = pixel.view(hp // ws, ws, wp // ws, ws).permute(0, 2, 1, 3).reshape(-1)
     token = torch.arange(hp * wp, device=device).view(hp // ws, wp // ws, ws, ws).permute(0, 2, 1, 3).reshape(hp, wp)
-    rows = (torch.arange(h, device=device) - shift) % hp
-    cols = (torch.arange(w, device=device) - shift) % wp
+    rows = (torch.arange(-pad, h + pad, device=device).clamp(0, h - 1) - shift) % hp
+    cols = (torch.arange(-pad, w + pad, device=device).clamp(0, w - 1) - shift) % wp
     return gather, token[rows[:, None], cols[None, :]].reshape(-1)
 
 
@@ -153,16 +143,11 @@ def relative_position_index(ws: int) -> torch.Tensor:
 
 
 def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Mean over a ``size x size`` window around every pixel of ``x: (B, C, H, W)``.
-
-    Uses an integral image, so the cost does not grow with ``size``; borders are replicate-padded.
+    """Mean over a ``size x size`` window around every pixel of ``x: (B, C, H, W)``, in fp32; borders
+    are replicate-padded. (Used on the bottleneck map, where ``size`` is the training patch over 2^(n-1).)
     """
     lo, hi = size // 2, size - size // 2 - 1
-    x = replicate_pad(x.float(), (lo, hi, lo, hi))
-    x = F.pad(x.cumsum(-1).cumsum(-2), (1, 0, 1, 0))
-    h, w = x.shape[-2] - size, x.shape[-1] - size
-    s = x[..., size:, size:] - x[..., size:, :w] - x[..., :h, size:] + x[..., :h, :w]
-    return s / (size * size)
+    return F.avg_pool2d(replicate_pad(x.float(), (lo, hi, lo, hi)), size, stride=1)
 
 
 def _cubic_taps(t: float, a: float = -0.75) -> list[float]:
@@ -443,10 +428,8 @@ class GatedConv(nn.Module):
     image, so tiles of a large image would disagree (the train-patch vs full-image gap that NAFNet's
     TLC patches up at test time); the preceding GroupNorm already adapts to per-image statistics.
 
-    At deploy the final 1x1 is folded into the 1x1 that consumes this output (``DualPathBlock.fuse``,
-    see :func:`fold_pointwise_input`), so a deployed GatedConv returns the gate product: one
-    C -> C pass over the map less per block.
-    ``x: (B, C, H, W)`` -> ``(B, C, H, W)``; deployed, ``(B, hidden / 2, H, W)``.
+    ``x: (B, C, H, W)`` -> ``(B, C, H, W)``. Deployed, ``project`` lives in the fusion 1x1 of the
+    block (:class:`DualPathBlock`), which calls :meth:`gate`.
     """
 
     def __init__(self, channels: int, expansion: int = 2, deploy: bool = False):
@@ -456,8 +439,12 @@ class GatedConv(nn.Module):
         self.project = None if deploy else conv1x1(hidden // 2, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.spatial(pad1(x))
-        return a * b if self.project is None else self.project(a * b)
+        return self.project(self.gate(pad1(x)))
+
+    def gate(self, padded: torch.Tensor) -> torch.Tensor:
+        """SimpleGate ``a * b``, the input of ``project``: ``(B, C, H + 2, W + 2)`` -> ``(B, hidden / 2, H, W)``."""
+        a, b = self.spatial(padded)
+        return a * b
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -527,26 +514,40 @@ class WindowAttention(nn.Module):
             self._terms_cache[key] = (scale, bias)
         return scale, bias
 
-    def _token_maps(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _token_maps(self, h: int, w: int, pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`window_token_maps` for this module's window and shift, cached per size (but not
         while a graph is captured: it must follow the traced size)."""
         if _is_tracing():
-            return window_token_maps(h, w, self.window_size, self.shift, device)
-        key = (h, w, device)
+            return window_token_maps(h, w, self.window_size, self.shift, pad, device)
+        key = (h, w, pad, device)
         if key not in self._maps_cache:
             if len(self._maps_cache) > 8:  # bounded, as the attention terms
                 self._maps_cache.clear()
-            self._maps_cache[key] = window_token_maps(h, w, self.window_size, self.shift, device)
+            self._maps_cache[key] = window_token_maps(h, w, self.window_size, self.shift, pad, device)
         return self._maps_cache[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[1:3]
+        return self.merge(self.attend(self.partition(x), h, w), h, w)
+
+    def partition(self, x: torch.Tensor) -> torch.Tensor:
+        """The windows of ``x: (B, H, W, C)``: ``(B, nW, L, C)``."""
         b, h, w, c = x.shape
+        gather, _ = self._token_maps(h, w, 0, x.device)
+        return x.reshape(b, h * w, c).index_select(1, gather).view(b, -1, self.window_size**2, c)
+
+    def merge(self, windows: torch.Tensor, h: int, w: int, pad: int = 0) -> torch.Tensor:
+        """The ``(h, w)`` map that ``windows: (B, nW, L, C)`` of :meth:`partition` cover, every pixel from
+        its own token, replicate-padded by ``pad`` on every side: ``(B, h + 2 pad, w + 2 pad, C)``."""
+        b, c = windows.shape[0], windows.shape[-1]
+        _, scatter = self._token_maps(h, w, pad, windows.device)
+        return windows.reshape(b, -1, c).index_select(1, scatter).view(b, h + 2 * pad, w + 2 * pad, c)
+
+    def attend(self, windows: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Attention within ``windows: (B, nW, L, C)`` of an ``(h, w)`` map -> ``(B, nW, L, C)``."""
         ws = self.window_size
-        hp, wp = round_up(h, ws), round_up(w, ws)
-        gather, scatter = self._token_maps(h, w, x.device)
-        windows = x.reshape(b, h * w, c).index_select(1, gather).view(b, -1, ws * ws, c)
-        out = self.attend_windows(windows, *self._attn_terms(hp, wp, linear_dtype(x)))
-        return out.view(b, hp * wp, c).index_select(1, scatter).view(b, h, w, c)
+        terms = self._attn_terms(round_up(h, ws), round_up(w, ws), linear_dtype(windows))
+        return self.attend_windows(windows, *terms)
 
     def attend_windows(self, windows: torch.Tensor, qk_scale: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         """Attention within ``windows: (B, nW, L, C)``, with ``qk_scale`` and ``attn_mask`` from
@@ -577,11 +578,15 @@ class GDFN(nn.Module):
         super().__init__()
         hidden = int(channels * expansion)
         self.spatial = PaddedDepthwiseExpand(channels, 2 * hidden, deploy)
-        self.project = conv1x1(hidden, channels)
+        self.project = None if deploy else conv1x1(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.spatial(pad1(x))
-        return self.project(F.gelu(a) * b)
+        return self.project(self.gate(pad1(x)))
+
+    def gate(self, padded: torch.Tensor) -> torch.Tensor:
+        """``GELU(a) * b``, the input of ``project``: ``(B, C, H + 2, W + 2)`` -> ``(B, hidden, H, W)``."""
+        a, b = self.spatial(padded)
+        return F.gelu(a) * b
 
 
 class DySample(nn.Module):
@@ -638,14 +643,19 @@ class Upsample2x(nn.Module):
 
 
 class Downsample2x(nn.Module):
-    """PixelUnshuffle(2) -> 1x1 conv: ``(B, in_ch, H, W)`` -> ``(B, out_ch, H/2, W/2)`` (lossless)."""
+    """PixelUnshuffle(2) -> 1x1 conv: ``(B, in_ch, H, W)`` -> ``(B, out_ch, H/2, W/2)`` (lossless).
+
+    Computed as the 2x2 stride-2 conv it equals, with the same weights viewed ``(out, in, 2, 2)``
+    (PixelUnshuffle puts the 2x2 neighbours of a channel next to each other): one kernel, no shuffle.
+    """
 
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
         self.body = nn.Sequential(nn.PixelUnshuffle(2), conv1x1(in_ch * 4, out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        conv = self.body[1]
+        return F.conv2d(x, conv.weight.view(conv.out_channels, -1, 2, 2), conv.bias, stride=2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -656,7 +666,7 @@ class Downsample2x(nn.Module):
 class LocalPath(nn.Module):
     """Local path: GroupNorm -> partial large-kernel conv -> NAFNet gated conv.
 
-    ``x: (B, C, H, W)`` -> ``(B, C, H, W)`` (deployed, the gate product of :class:`GatedConv`, also C wide).
+    ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
     """
 
     def __init__(self, channels: int, plk_kernel: int, plk_ratio: float, deploy: bool = False):
@@ -667,6 +677,10 @@ class LocalPath(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.gated(self.plk(self.norm(x)))
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """What the path's closing 1x1 (``gated.project``) reads: the gate product ``(B, C, H, W)``."""
+        return (self.gated.gate(pad1(self.plk(self.norm(x)))),)
 
 
 @torch.no_grad()
@@ -682,9 +696,11 @@ def fold_layernorm_(norm: nn.LayerNorm, weight: torch.Tensor, bias: torch.Tensor
 
 
 class ContextPath(nn.Module):
-    """Context path: ``x + WindowAttention(LN(x))``, then ``+ GDFN(LN(.))`` (pre-norm residuals).
+    """Context path: ``u = x + WindowAttention(LN(x))``, then ``u + GDFN(LN(u))`` (pre-norm residuals).
 
-    ``reparameterize()`` folds both LayerNorm affines into the next linear maps (qkv, GDFN expand).
+    The attention's residual is added to each window token, and one gather puts the windows back
+    already replicate-padded by a pixel for the GDFN's depthwise 3x3. ``reparameterize()`` folds both
+    LayerNorm affines into the next linear maps (qkv, GDFN expand).
     ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
     """
 
@@ -699,10 +715,18 @@ class ContextPath(nn.Module):
         self.ffn = GDFN(channels, ffn_expansion, deploy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.permute(0, 2, 3, 1)
-        t = t + self.attn(self.norm_attn(t))
-        x = t.permute(0, 3, 1, 2)
-        return x + self.ffn(self.norm_ffn(x))
+        u, gate = self.features(x)
+        return u + self.ffn.project(gate)
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the path's output is linear in: ``u = x + WindowAttention(LN(x))`` ``(B, C, H, W)``
+        and the GDFN's gate product of ``LN(u)`` ``(B, hidden, H, W)``; the output is
+        ``u + ffn.project(gate)``."""
+        h, w = x.shape[-2:]
+        windows = self.attn.partition(x.permute(0, 2, 3, 1))
+        windows = windows + self.attn.attend(self.norm_attn(windows), h, w)
+        u = self.attn.merge(windows, h, w, pad=1).permute(0, 3, 1, 2)  # (B, C, H + 2, W + 2)
+        return u[..., 1:-1, 1:-1], self.ffn.gate(self.norm_ffn(u))
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -730,13 +754,42 @@ def fold_pointwise_input(
     return folded, bias + (head @ first_bias.double()).to(bias.dtype)
 
 
+@torch.no_grad()
+def fold_pointwise_output(
+    weight: torch.Tensor, bias: torch.Tensor, next_weight: torch.Tensor, next_bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one 1x1 conv equal to a 1x1 conv ``(weight, bias)`` followed by another ``(next_weight,
+    next_bias)``: ``N (W x + b) + n = (N W) x + (N b + n)``, computed in fp64. ``(C_mid, C_in, 1, 1)``,
+    ``(C_out, C_mid, 1, 1)`` -> ``((C_out, C_in, 1, 1), (C_out,))``."""
+    n = next_weight[:, :, 0, 0].double()
+    folded = (n @ weight[:, :, 0, 0].double()).to(weight.dtype)[:, :, None, None]
+    return folded, (n @ bias.double() + next_bias.double()).to(bias.dtype)
+
+
+@torch.no_grad()
+def append_pointwise_input(
+    weight: torch.Tensor, bias: torch.Tensor, columns: slice, added_weight: torch.Tensor, added_bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold a 1x1 conv whose output is added to the input channels ``columns`` of the next 1x1 conv
+    into that conv, which then reads the folded conv's input as extra, last input channels.
+
+    ``W [.., u + P g + p, ..] + b = [W, W_u P] [.., u, .., g] + (W_u p + b)``: exact up to rounding
+    (computed in fp64). ``weight: (C_out, C_in, 1, 1)``, ``added_weight: (len(columns), C_g, 1, 1)``
+    -> ``((C_out, C_in + C_g, 1, 1), (C_out,))``.
+    """
+    head = weight[:, columns, 0, 0].double()
+    extra = (head @ added_weight[:, :, 0, 0].double()).to(weight.dtype)[:, :, None, None]
+    return torch.cat((weight, extra), 1), bias + (head @ added_bias.double()).to(bias.dtype)
+
+
 class DualPathBlock(nn.Module):
     """Local path || context path, fused by ``concat -> 1x1`` and added back with a layer scale.
 
     The layer scale starts at zero, so every block starts as the identity (NAFNet); HAT's 0.01
-    conv-branch scale addresses the same early-training balance between the paths. At deploy the
-    scale, and the local path's last 1x1 (the gated conv's ``project``), are folded into the fusion
-    conv.
+    conv-branch scale addresses the same early-training balance between the paths. Both paths end in
+    linear maps (the gated conv's and the GDFN's ``project`` 1x1s), which ``reparameterize()`` folds
+    into the fusion conv together with the scale: deployed, the fusion reads what those maps read
+    (the paths' ``features``), one map-sized pass and one residual add less per path.
     ``local_hint`` (the high-frequency band ``H0`` at scale 1) is added to the local path's input.
 
     ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
@@ -760,25 +813,33 @@ class DualPathBlock(nn.Module):
         self.context = (
             ContextPath(channels, num_heads, window_size, shift, ffn_expansion, deploy) if use_context else None
         )
-        self.fuse = conv1x1(channels * (int(use_local) + int(use_context)), channels)
+        fused_in = channels * (int(use_local) + int(use_context))
+        if deploy and use_context:
+            fused_in += int(channels * ffn_expansion)  # the GDFN's gate product (its project is folded)
+        self.fuse = conv1x1(fused_in, channels)
         self.layer_scale = None if deploy else nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
         return x + self.update(x, local_hint)
 
     def update(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
-        """The residual update ``layer_scale * fuse([local(x + hint); context(x)])``: ``(B, C, H, W)``."""
-        paths = []
+        """The residual update ``layer_scale * fuse([local(x + hint); context(x)])``: ``(B, C, H, W)``.
+
+        Deployed: ``fuse([local features; context features])`` (scale and closing 1x1s folded in).
+        """
+        local_in = x if local_hint is None else x + local_hint
+        deployed = self.layer_scale is None
+        parts = []
         if self.local is not None:
-            paths.append(self.local(x if local_hint is None else x + local_hint))
+            parts += self.local.features(local_in) if deployed else [self.local(local_in)]
         if self.context is not None:
-            paths.append(self.context(x))
-        update = self.fuse(torch.cat(paths, 1) if len(paths) > 1 else paths[0])
-        return update if self.layer_scale is None else self.layer_scale * update
+            parts += self.context.features(x) if deployed else [self.context(x)]
+        update = self.fuse(torch.cat(parts, 1) if len(parts) > 1 else parts[0])
+        return update if deployed else self.layer_scale * update
 
     @torch.no_grad()
     def reparameterize(self) -> None:
-        """Fold the layer scale and the gated conv's ``project`` into the fusion conv."""
+        """Fold the layer scale, the gated conv's and the GDFN's ``project`` into the fusion conv."""
         if self.layer_scale is not None:
             self.fuse.weight *= self.layer_scale.view(-1, 1, 1, 1)
             self.fuse.bias *= self.layer_scale.view(-1)
@@ -789,6 +850,14 @@ class DualPathBlock(nn.Module):
             self.fuse.weight.copy_(weight)
             self.fuse.bias.copy_(bias)
             self.local.gated.project = None
+        if self.context is not None and self.context.ffn.project is not None:
+            project, start = self.context.ffn.project, self.fuse.out_channels * int(self.local is not None)
+            columns = slice(start, start + project.out_channels)  # where the fusion reads the context path
+            weight, bias = append_pointwise_input(self.fuse.weight, self.fuse.bias, columns, project.weight, project.bias)
+            self.fuse = conv1x1(weight.shape[1], weight.shape[0]).to(weight)
+            self.fuse.weight.copy_(weight)
+            self.fuse.bias.copy_(bias)
+            self.context.ffn.project = None
 
 
 class Stage(nn.Module):
@@ -832,22 +901,32 @@ class ConvExpert(nn.Module):
 
 
 class AttentionExpert(nn.Module):
-    """E2, structure: LayerNorm -> window attention -> 1x1 (zero-init). Residual update."""
+    """E2, structure: LayerNorm -> window attention -> 1x1 (zero-init). Residual update.
+
+    ``reparameterize()`` folds the LayerNorm affine into ``qkv`` and ``out`` into the attention's
+    ``proj`` (two linear maps in a row).
+    """
 
     def __init__(self, channels: int, num_heads: int, window_size: int, deploy: bool = False):
         super().__init__()
         self.norm = nn.LayerNorm(channels, elementwise_affine=not deploy)
         self.attn = WindowAttention(channels, num_heads, window_size, shift=False)
-        self.out = zero_init_(conv1x1(channels, channels))
+        self.out = None if deploy else zero_init_(conv1x1(channels, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.attn(self.norm(x.permute(0, 2, 3, 1)))
-        return self.out(t.permute(0, 3, 1, 2))
+        t = self.attn(self.norm(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        return t if self.out is None else self.out(t)
 
     @torch.no_grad()
     def reparameterize(self) -> None:
         if self.norm.elementwise_affine:
             self.norm = fold_layernorm_(self.norm, self.attn.qkv.weight, self.attn.qkv.bias)
+        if self.out is not None:
+            proj, out = self.attn.proj, self.out
+            weight, bias = fold_pointwise_output(proj.weight[:, :, None, None], proj.bias, out.weight, out.bias)
+            proj.weight.copy_(weight[:, :, 0, 0])
+            proj.bias.copy_(bias)
+            self.out = None
 
 
 class FrequencyExpert(nn.Module):
@@ -1005,7 +1084,7 @@ class MoEBottleneck(nn.Module):
         self.last_gates = gates.detach()
         out = x.float()
         for i, expert in enumerate(self.experts):
-            out = out + gates[:, i : i + 1] * expert(x).float()
+            out = torch.addcmul(out, gates[:, i : i + 1], expert(x).float())
         return out.to(x.dtype)
 
 
@@ -1096,6 +1175,7 @@ class ModulatedConv(nn.Module):
         self.modulation = conv1x1(style_dim, channels)
         nn.init.normal_(self.modulation.weight, std=1e-2)
         nn.init.ones_(self.modulation.bias)
+        self._demod_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def forward(self, x: torch.Tensor, style_src: torch.Tensor) -> torch.Tensor:
         style = self.modulation(style_src.to(x.dtype))  # (B, C, h, w)
@@ -1103,10 +1183,25 @@ class ModulatedConv(nn.Module):
             # Bilinear weights sum to 1, so resizing after the (affine) 1x1 modulation equals
             # modulating the resized source, at C instead of S channels and low resolution.
             style = F.interpolate(style, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        energy = self.weight.pow(2).sum((2, 3))[:, :, None, None]  # (C_out, C_in, 1, 1)
-        demod = torch.rsqrt(F.conv2d(style.pow(2), energy.to(x.dtype)) + 1e-8)
+        energy, floor = self._demodulation_terms(x.dtype)
+        demod = torch.rsqrt(F.conv2d(style.pow(2), energy, floor))
         out = F.conv2d(replicate_pad(x * style, (1, 1, 1, 1)), self.weight.to(x.dtype))
         return torch.addcmul(self.bias.view(1, -1, 1, 1).to(x.dtype), out, demod)
+
+    def _demodulation_terms(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sum_k w_oik^2`` as a 1x1 conv weight ``(C_out, C_in, 1, 1)`` and the ``1e-8`` floor as its
+        bias ``(C_out,)``, in ``dtype``. Without gradients they are cached per weight version (they
+        depend on the weights only), as :class:`WindowAttention` caches its terms."""
+        key = (self.weight._version, dtype, self.weight.device)
+        cacheable = not torch.is_grad_enabled() and not _is_tracing()
+        if cacheable and key in self._demod_cache:
+            return self._demod_cache[key]
+        energy = self.weight.pow(2).sum((2, 3))[:, :, None, None].to(dtype)
+        terms = energy, energy.new_full((energy.shape[0],), 1e-8)
+        if cacheable:
+            self._demod_cache.clear()  # one entry: the weights and dtype in use
+            self._demod_cache[key] = terms
+        return terms
 
 
 class TextureHead(nn.Module):
@@ -1137,7 +1232,7 @@ class FrequencyFusion(nn.Module):
 
     def forward(self, dec: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(self.gate(torch.cat((dec, high), 1)))
-        return dec + gate * self.project(high)
+        return torch.addcmul(dec, gate, self.project(high))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1476,6 +1571,20 @@ class HERSR(nn.Module):
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem on ``x: (B, C_in, H, W)`` replicate-padded at the bottom and right to multiples of
+        ``size_multiple`` (down-sampling and the Haar split need them): ``(B, C0, H', W')``.
+
+        Replicate (not zero or reflect) padding keeps a constant image constant and is valid for any
+        size, 1x1 included. The first conv replicate-pads too, and a replicate pad of a replicate pad
+        is one pad: one pad kernel, at every size.
+        """
+        h, w = x.shape[-2:]
+        extra_h, extra_w = round_up(h, self.size_multiple) - h, round_up(w, self.size_multiple) - w
+        first = self.stem[0]
+        feat = F.conv2d(replicate_pad(x, (1, 1 + extra_w, 1, 1 + extra_h)), first.weight, first.bias)
+        return self.stem[2](self.stem[1](feat))
+
     def _split_frequencies(self, f0: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``F0: (B, C, H, W)`` -> ``L0: (B, C, H/2, W/2)``, ``H0: (B, C, H, W)`` with ``F0 = up(L0) + H0``."""
         if self.freq_split == "haar":
@@ -1556,7 +1665,7 @@ class HERSR(nn.Module):
         # channels_last throughout: convs run their fast CPU kernels and the (B, H, W, C) views that
         # attention and LayerNorm need come without copies.
         x = x.contiguous(memory_format=torch.channels_last)
-        feat = self.stem(pad_to_multiple(x, self.size_multiple))
+        feat = self._stem(x)
         low, high = self._split_frequencies(feat)
 
         skips = []
