@@ -138,6 +138,7 @@ def test_bench_proxy_only_writes_its_own_report(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     text = out.read_text()
     assert text.startswith("# HERSR quality proxy") and "| model | group | params" not in text  # no latency bench
+    assert "Command: `hersr bench --proxy-only --proxy-iters 2 " in text
     assert "batch 2, LR patch 16" in text and "passed bicubic at" in text and "hersr_s proxy PSNR >= SPAN-48" in text
     proxy = json.loads(out.with_suffix(".json").read_text())["proxy"]
     assert [p[0] for p in proxy["models"]["SPAN-48"]["curve"]] == [1, 2]

@@ -162,9 +162,10 @@ def run_bench(args: argparse.Namespace) -> int:
     _writable_out(out)
 
     markdown, report = "", {}
+    command = shlex.join(["hersr", *sys.argv[1:]])
     if not args.proxy_only:
         report = run_bench(config, log)
-        report["command"] = shlex.join(["hersr", *sys.argv[1:]])
+        report["command"] = command
         if not report["models"]:
             raise CommandError(f"no model matched --models {args.models}")
         markdown = render_markdown(report)
@@ -184,7 +185,7 @@ def run_bench(args: argparse.Namespace) -> int:
         result = run_proxy({e.name: (lambda e=e: build_trainable(e)) for e in entries}, proxy, log)
         if args.proxy_only:
             markdown = (f"# HERSR quality proxy\n\nDate {datetime.date.today().isoformat()} · torch {torch.__version__}"
-                        f" · CPU {cpu_name()} · {config.threads} threads\n")
+                        f" · CPU {cpu_name()} · {config.threads} threads\nCommand: `{command}`\n")
         markdown += render_proxy(result)
         if out != "-":
             write_report(markdown, {**report, "proxy": result}, out)
