@@ -25,8 +25,13 @@ $(STAMP): setup.py
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# One pytest worker per core, each with one torch thread: the cores stay busy without OpenMP threads
+# waiting on each other (see docs/reliability.md). A test file runs whole in one worker
+# (--dist loadfile), so its module fixtures are built once.
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile
+
 test: lint
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 	$(MAKE) --no-print-directory test-dispatch
 
 # Float results depend on which CPU kernels run (AVX-512, AVX2 or plain; oneDNN's ISA likewise),
@@ -38,8 +43,8 @@ test-dispatch: $(STAMP)
 	@for level in $(DISPATCH_LEVELS); do \
 	  aten=$${level%%:*}; isa=$${level#*:}; \
 	  echo "numerics tests on ATen kernels '$$aten', oneDNN ISA '$${isa:-highest}', 1 thread"; \
-	  env ATEN_CPU_CAPABILITY=$$aten $${isa:+ONEDNN_MAX_CPU_ISA=$$isa} OMP_NUM_THREADS=1 \
-	    $(PY) -m pytest -q -m numerics tests || exit 1; \
+	  env ATEN_CPU_CAPABILITY=$$aten $${isa:+ONEDNN_MAX_CPU_ISA=$$isa} \
+	    $(PYTEST) -m numerics tests || exit 1; \
 	done
 
 demo: $(STAMP)

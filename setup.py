@@ -21,7 +21,7 @@ setup(
     ],
     extras_require={
         # The suite also exercises the optional integrations (export, spandrel).
-        "test": ["pytest", "ruff", "scikit-image", "spandrel", "safetensors", "onnx", "onnxruntime"],
+        "test": ["pytest", "pytest-xdist", "ruff", "scikit-image", "spandrel", "safetensors", "onnx", "onnxruntime"],
         "data": ["scikit-image"],
         "export": ["onnx", "onnxruntime", "safetensors"],
         "spandrel": ["spandrel", "safetensors"],

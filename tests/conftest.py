@@ -21,3 +21,15 @@ def seeded_rngs():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """torch.compile tests start and end with an empty dynamo cache and zeroed counters, so their graph
+    and graph-break counts are their own."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
