@@ -134,8 +134,9 @@ def test_onnx_mismatch_fails_loudly_and_writes_nothing(tmp_path, monkeypatch):
     in (the SwinIR/HAT failure: reshapes fixed at trace time): the check at the second size catches it."""
     model = perturb_(tiny_hersr(upscale=2)).eval()
     monkeypatch.setattr(ex, "trace_size", lambda model: (16, 16))
-    token_maps = hersr_arch_module.window_token_maps
-    monkeypatch.setattr(hersr_arch_module, "window_token_maps", lambda h, w, *rest: token_maps(int(h), int(w), *rest))
+    for name in ("window_gather_index", "window_scatter_index"):
+        index = getattr(hersr_arch_module, name)
+        monkeypatch.setattr(hersr_arch_module, name, lambda h, w, *rest, index=index: index(int(h), int(w), *rest))
     with pytest.raises(ExportError, match=r"onnxruntime (failed on|differs from PyTorch by .* on) an input of shape"):
         export_onnx(save(model, tmp_path / "w.pth"), tmp_path / "m.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]  # not even a temporary file

@@ -33,7 +33,7 @@ import inspect
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -96,28 +96,30 @@ def round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
 
 
-def window_token_maps(
-    h: int, w: int, ws: int, shift: int, pad: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices that cut an ``(h, w)`` map into attention windows, and put the windows back, in one
-    gather each (instead of a pad, a roll and a partition copy, and back).
+def window_gather_index(h: int, w: int, ws: int, shift: int, device: torch.device) -> torch.Tensor:
+    """Index that cuts an ``(h, w)`` map into attention windows in one gather (instead of a pad, a roll
+    and a partition copy): ``(hp * wp,)``, for every window token the flat index of its pixel.
 
     The windows are those of the map replicate-padded at the bottom and right to ``(hp, wp)``,
     multiples of ``ws``, and rolled by ``-shift`` (Swin's shifted windows), in window-major,
-    row-major order. ``gather: (hp * wp,)``: for every window token, the flat index of the pixel of
-    the map it holds. ``scatter: ((h + 2 pad) * (w + 2 pad),)``: for every pixel of the map
-    replicate-padded by ``pad`` on every side, the index of the token of its pixel, which undoes the
-    roll and crops the padding. Built from tensor ops on the sizes, so it follows traced shapes.
+    row-major order. Built from tensor ops on the sizes, so it follows traced shapes.
     """
     hp, wp = round_up(h, ws), round_up(w, ws)
     rows = ((torch.arange(hp, device=device) + shift) % hp).clamp(max=h - 1)
     cols = ((torch.arange(wp, device=device) + shift) % wp).clamp(max=w - 1)
     pixel = rows[:, None] * w + cols[None, :]  # (hp, wp): the pixel at each position of the rolled map
-    gather = pixel.view(hp // ws, ws, wp // ws, ws).permute(0, 2, 1, 3).reshape(-1)
+    return pixel.view(hp // ws, ws, wp // ws, ws).permute(0, 2, 1, 3).reshape(-1)
+
+
+def window_scatter_index(h: int, w: int, ws: int, shift: int, pad: int, device: torch.device) -> torch.Tensor:
+    """Index that puts the windows of :func:`window_gather_index` back in one gather:
+    ``((h + 2 pad) * (w + 2 pad),)``, for every pixel of the map replicate-padded by ``pad`` on every
+    side the token of its pixel (undoing the roll, cropping the padding to window multiples)."""
+    hp, wp = round_up(h, ws), round_up(w, ws)
     token = torch.arange(hp * wp, device=device).view(hp // ws, wp // ws, ws, ws).permute(0, 2, 1, 3).reshape(hp, wp)
     rows = (torch.arange(-pad, h + pad, device=device).clamp(0, h - 1) - shift) % hp
     cols = (torch.arange(-pad, w + pad, device=device).clamp(0, w - 1) - shift) % wp
-    return gather, token[rows[:, None], cols[None, :]].reshape(-1)
+    return token[rows[:, None], cols[None, :]].reshape(-1)
 
 
 def shifted_window_mask(h: int, w: int, ws: int, shift: int, device: torch.device) -> torch.Tensor:
@@ -464,7 +466,8 @@ class WindowAttention(nn.Module):
     cosine bounds the logits, so attention cannot blow up in fp16/bf16. Bias and mask are handed to
     ``scaled_dot_product_attention`` as one 4-D float mask (a 3-D mask makes SDPA take a slower
     path on CPU). The windows are those of the map replicate-padded to window multiples (and rolled
-    in a shifted block); one gather cuts them out and one puts them back (:func:`window_token_maps`).
+    in a shifted block); one gather cuts them out and one puts them back (:func:`window_gather_index`,
+    :func:`window_scatter_index`).
 
     ``x: (B, H, W, C)`` -> ``(B, H, W, C)``.
     """
@@ -483,7 +486,7 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.rel_pos_table, std=0.02)
         self.register_buffer("rel_pos_index", relative_position_index(window_size), persistent=False)
         self._terms_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._maps_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._index_cache: dict[tuple, torch.Tensor] = {}
 
     def _attn_terms(self, hp: int, wp: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The scales of q and k (``exp(min(logit_scale, log 100))`` and 1) as ``(2, heads, 1)``, and the
@@ -514,17 +517,18 @@ class WindowAttention(nn.Module):
             self._terms_cache[key] = (scale, bias)
         return scale, bias
 
-    def _token_maps(self, h: int, w: int, pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`window_token_maps` for this module's window and shift, cached per size (but not
-        while a graph is captured: it must follow the traced size)."""
+    def _window_index(self, build: Callable[..., torch.Tensor], h: int, w: int, *extra) -> torch.Tensor:
+        """``build(h, w, window, shift, *extra)``, cached per size (but not while a graph is captured:
+        it must follow the traced size)."""
+        args = (h, w, self.window_size, self.shift, *extra)
         if _is_tracing():
-            return window_token_maps(h, w, self.window_size, self.shift, pad, device)
-        key = (h, w, pad, device)
-        if key not in self._maps_cache:
-            if len(self._maps_cache) > 8:  # bounded, as the attention terms
-                self._maps_cache.clear()
-            self._maps_cache[key] = window_token_maps(h, w, self.window_size, self.shift, pad, device)
-        return self._maps_cache[key]
+            return build(*args)
+        key = (build.__name__, *args)
+        if key not in self._index_cache:
+            if len(self._index_cache) > 8:  # bounded, as the attention terms
+                self._index_cache.clear()
+            self._index_cache[key] = build(*args)
+        return self._index_cache[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[1:3]
@@ -533,14 +537,14 @@ class WindowAttention(nn.Module):
     def partition(self, x: torch.Tensor) -> torch.Tensor:
         """The windows of ``x: (B, H, W, C)``: ``(B, nW, L, C)``."""
         b, h, w, c = x.shape
-        gather, _ = self._token_maps(h, w, 0, x.device)
+        gather = self._window_index(window_gather_index, h, w, x.device)
         return x.reshape(b, h * w, c).index_select(1, gather).view(b, -1, self.window_size**2, c)
 
     def merge(self, windows: torch.Tensor, h: int, w: int, pad: int = 0) -> torch.Tensor:
         """The ``(h, w)`` map that ``windows: (B, nW, L, C)`` of :meth:`partition` cover, every pixel from
         its own token, replicate-padded by ``pad`` on every side: ``(B, h + 2 pad, w + 2 pad, C)``."""
         b, c = windows.shape[0], windows.shape[-1]
-        _, scatter = self._token_maps(h, w, pad, windows.device)
+        scatter = self._window_index(window_scatter_index, h, w, pad, windows.device)
         return windows.reshape(b, -1, c).index_select(1, scatter).view(b, h + 2 * pad, w + 2 * pad, c)
 
     def attend(self, windows: torch.Tensor, h: int, w: int) -> torch.Tensor:
