@@ -20,9 +20,8 @@ import torch
 from hersr_arch.archs.hersr_arch import (
     HERSR,
     HERSRConfig,
-    append_pointwise_input,
     blocks_per_scale,
-    fold_pointwise_input,
+    fold_path_projections,
     fold_pointwise_output,
 )
 
@@ -130,13 +129,10 @@ def _fold_deployed_projections(sd: dict[str, torch.Tensor]) -> None:
         return None
 
     for block in [k[: -len("fuse.weight")] for k in sd if re.search(r"\.blocks\.\d+\.fuse\.weight$", k)]:
-        fuse = (sd[block + "fuse.weight"], sd[block + "fuse.bias"])
-        if (project := pop(block + "local.gated.project.")) is not None:
-            fuse = fold_pointwise_input(*fuse, *project)
-        if (project := pop(block + "context.ffn.project.")) is not None:
-            start = fuse[0].shape[0] if block + "local.norm.weight" in sd else 0
-            fuse = append_pointwise_input(*fuse, slice(start, start + project[0].shape[0]), *project)
-        sd[block + "fuse.weight"], sd[block + "fuse.bias"] = fuse
+        sd[block + "fuse.weight"], sd[block + "fuse.bias"] = fold_path_projections(
+            sd[block + "fuse.weight"], sd[block + "fuse.bias"], pop(block + "local.gated.project."),
+            pop(block + "context.ffn.project."), has_local=block + "local.norm.weight" in sd,
+        )  # fmt: skip
     for expert in _indices(sd, r"moe\.experts\.(\d+)\.attn\.proj\.weight$"):
         proj = f"moe.experts.{expert}.attn.proj."
         if (out := pop(f"moe.experts.{expert}.out.")) is not None:

@@ -786,6 +786,28 @@ def append_pointwise_input(
     return torch.cat((weight, extra), 1), bias + (head @ added_bias.double()).to(bias.dtype)
 
 
+@torch.no_grad()
+def fold_path_projections(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    local_project: tuple[torch.Tensor, torch.Tensor] | None,
+    ffn_project: tuple[torch.Tensor, torch.Tensor] | None,
+    has_local: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dual-path block's fusion 1x1 ``(weight, bias)`` with its paths' closing 1x1s folded in (each
+    ``(weight, bias)``, or None when already folded): the gated conv's ``project`` into the local
+    path's columns (the first), the GDFN's as extra columns that read its gate product (appended).
+    The deployed fusion then reads ``[gate_local; u; gate_ffn]``. Used by deploy and by the loading
+    migration of older deployed files."""
+    if local_project is not None:
+        weight, bias = fold_pointwise_input(weight, bias, *local_project)
+    if ffn_project is not None:
+        start = weight.shape[0] if has_local else 0  # where the fusion reads the context path
+        columns = slice(start, start + ffn_project[0].shape[0])
+        weight, bias = append_pointwise_input(weight, bias, columns, *ffn_project)
+    return weight, bias
+
+
 class DualPathBlock(nn.Module):
     """Local path || context path, fused by ``concat -> 1x1`` and added back with a layer scale.
 
@@ -848,20 +870,18 @@ class DualPathBlock(nn.Module):
             self.fuse.weight *= self.layer_scale.view(-1, 1, 1, 1)
             self.fuse.bias *= self.layer_scale.view(-1)
             self.layer_scale = None
-        if self.local is not None and self.local.gated.project is not None:
-            project = self.local.gated.project
-            weight, bias = fold_pointwise_input(self.fuse.weight, self.fuse.bias, project.weight, project.bias)
-            self.fuse.weight.copy_(weight)
-            self.fuse.bias.copy_(bias)
-            self.local.gated.project = None
-        if self.context is not None and self.context.ffn.project is not None:
-            project, start = self.context.ffn.project, self.fuse.out_channels * int(self.local is not None)
-            columns = slice(start, start + project.out_channels)  # where the fusion reads the context path
-            weight, bias = append_pointwise_input(self.fuse.weight, self.fuse.bias, columns, project.weight, project.bias)
-            self.fuse = conv1x1(weight.shape[1], weight.shape[0]).to(weight)
-            self.fuse.weight.copy_(weight)
-            self.fuse.bias.copy_(bias)
-            self.context.ffn.project = None
+        owners = (self.local.gated if self.local is not None else None,
+                  self.context.ffn if self.context is not None else None)  # fmt: skip
+        projects = [None if o is None or o.project is None else (o.project.weight, o.project.bias) for o in owners]
+        if all(p is None for p in projects):
+            return
+        weight, bias = fold_path_projections(self.fuse.weight, self.fuse.bias, *projects, self.local is not None)
+        self.fuse = conv1x1(weight.shape[1], weight.shape[0]).to(weight)
+        self.fuse.weight.copy_(weight)
+        self.fuse.bias.copy_(bias)
+        for owner in owners:
+            if owner is not None:
+                owner.project = None
 
 
 class Stage(nn.Module):
