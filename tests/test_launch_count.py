@@ -92,3 +92,22 @@ def test_deployed_preset_launches_do_not_depend_on_the_input_size():
 
     model = hersr_s().switch_to_deploy()
     assert forward_launches(model, (96, 96)).total == forward_launches(model, (180, 320)).total
+
+
+def test_pixel_shuffles_are_read_as_views_by_the_add_or_copy_after_them():
+    """A decoder up-sampling adds its skip to the shuffled conv output in one pass, and the output's
+    shuffle is the copy to NCHW: hersr_s at x4 launches no pixel_shuffle and one copy at the end;
+    the numbers are those of ``F.pixel_shuffle``."""
+    from hersr_arch.archs.hersr_arch import Upsample2x, hersr_s
+
+    counter = forward_launches(hersr_s(upscale=4).switch_to_deploy(), (24, 40))
+    assert "pixel_shuffle" not in counter.counts and counter.counts["clone"] == 2, counter.counts  # in, out
+    torch.manual_seed(0)
+    up = Upsample2x(8, 4).eval()
+    nn.init.normal_(up.body[0].weight)
+    x = torch.rand(2, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+    for skip in (torch.rand(2, 4, 10, 14), torch.rand(2, 4, 10, 14).contiguous(memory_format=torch.channels_last)):
+        with torch.no_grad():
+            out = up(x, skip)
+        torch.testing.assert_close(out, F.pixel_shuffle(up.body[0](x), 2) + skip, rtol=0, atol=0)
+        assert out.stride() == skip.stride()  # the sum keeps the skip's layout

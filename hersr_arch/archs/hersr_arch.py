@@ -200,6 +200,17 @@ def bicubic_phases(x: torch.Tensor, scale: int, channels: int, kernel: torch.Ten
         return F.conv2d(padded, kernel, groups=channels).to(x.dtype)
 
 
+def pixel_shuffle_view(x: torch.Tensor, r: int) -> torch.Tensor:
+    """``pixel_shuffle(x, r)`` as a view, ``x: (B, C r^2, H, W)`` -> ``(B, C, H, r, W, r)``, whose
+    ``reshape(B, C, rH, rW)`` is the shuffle.
+
+    Read by the op that consumes the shuffle (an add, the copy to the output's layout), the shuffle
+    costs no pass of its own: ``pixel_shuffle`` would copy the map once more.
+    """
+    b, c, h, w = x.shape
+    return x.view(b, c // (r * r), r, r, h, w).permute(0, 1, 4, 2, 5, 3)
+
+
 def icnr_(conv: nn.Conv2d, scale: int) -> nn.Conv2d:
     """ICNR initialisation (Aitken et al. 2017) of a conv feeding ``PixelShuffle(scale)``.
 
@@ -630,7 +641,7 @@ class Upsample2x(nn.Module):
 
     ``'pixelshuffle'``: 1x1 conv (ICNR-initialised: no checkerboard at init) -> PixelShuffle(2).
     ``'dysample'``: 1x1 conv to ``out_ch`` -> DySample.
-    ``x: (B, in_ch, H, W)`` -> ``(B, out_ch, 2H, 2W)``.
+    ``x: (B, in_ch, H, W)`` -> ``(B, out_ch, 2H, 2W)``, plus ``skip`` of that shape when given.
     """
 
     def __init__(self, in_ch: int, out_ch: int, mode: str = "pixelshuffle"):
@@ -642,8 +653,14 @@ class Upsample2x(nn.Module):
         else:
             self.body = nn.Sequential(conv1x1(in_ch, out_ch), DySample(out_ch, 2))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        conv, up = self.body
+        if skip is None:
+            return up(conv(x))
+        if isinstance(up, nn.PixelShuffle):  # the add reads the shuffle as a view; skip first: its layout
+            b, c, h, w = skip.shape
+            return (skip.view(b, c, h // 2, 2, w // 2, 2) + pixel_shuffle_view(conv(x), 2)).view(b, c, h, w)
+        return up(conv(x)) + skip
 
 
 class Downsample2x(nn.Module):
@@ -1714,7 +1731,7 @@ class HERSR(nn.Module):
         aux_images = []
         for i in reversed(range(self.num_stages)):
             if i < self.num_stages - 1:
-                feat = self.ups[i](feat) + skips[i]
+                feat = self.ups[i](feat, skips[i])
             feat = self.decoder[i](feat)
             if self.msg_heads is not None and self.training and i > 0:
                 aux_h, aux_w = -(-h // 2**i) * s, -(-w // 2**i) * s
@@ -1733,7 +1750,7 @@ class HERSR(nn.Module):
         residual = self._residual_phases(x)  # channels_last, like ``head``: the add needs no layout change
         head = self.reconstruct(feat)[..., :h, :w].to(residual.dtype)
         out = residual.add_(head) if s > 1 else residual + head  # s = 1: the residual is the input
-        out = F.pixel_shuffle(out, s).contiguous()
+        out = pixel_shuffle_view(out, s).reshape(out.shape[0], -1, h * s, w * s).contiguous()  # one copy
         if self.msg_heads is not None and self.training:
             return out, aux_images
         return out
