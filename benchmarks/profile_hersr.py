@@ -3,6 +3,9 @@
     python benchmarks/profile_hersr.py                   # hersr_s, deployed, 320x180, 1 thread
     python benchmarks/profile_hersr.py --preset hersr_m --train-graph --size 128x128 --threads 2
 
+The model runs with the CPU kernels (``hersr_arch.cpu_inference``), as ``hersr bench`` and
+``hersr upscale`` run it; ``--network-file`` profiles the network file's own graph instead.
+
 Component times are CPU (process) time of each module's forward, so they are inclusive (a block
 contains its paths) and, with one thread, robust to other load on the machine.
 """
@@ -15,6 +18,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from hersr_arch.archs import hersr_arch
+from hersr_arch.cpu_inference import prepare_cpu_inference
 
 COMPONENTS = (
     "DualPathBlock", "LocalPath", "ContextPath", "WindowAttention", "GDFN", "GatedConv", "PartialLargeKernelConv",
@@ -27,8 +31,9 @@ def component_times(model: torch.nn.Module, x: torch.Tensor, runs: int) -> dict[
     starts: list[float] = []
     handles = []
     for name, module in model.named_modules():
-        kind = type(module).__name__
-        if kind not in COMPONENTS:
+        # the network file's class, also for the CPU kernels' subclasses of it
+        kind = next((k for k in COMPONENTS if isinstance(module, getattr(hersr_arch, k))), None)
+        if kind is None:
             continue
         label = f"{kind} @ {'.'.join(name.split('.')[:2])}" if kind == "DualPathBlock" else kind
         handles.append(module.register_forward_pre_hook(lambda *_: starts.append(time.process_time())))
@@ -51,12 +56,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--train-graph", action="store_true", help="profile without switch_to_deploy()")
+    parser.add_argument("--network-file", action="store_true", help="without the CPU kernels")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     w, h = (int(v) for v in args.size.split("x"))
     model = getattr(hersr_arch, args.preset)().eval()
     if not args.train_graph:
         model.switch_to_deploy()
+    if not args.network_file:
+        prepare_cpu_inference(model)
     x = torch.rand(1, 3, h, w)
     with torch.inference_mode():
         model(x)
