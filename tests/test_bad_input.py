@@ -304,6 +304,13 @@ def _build_cases(root: Path, data: dict) -> dict[str, Case]:
             root / "readonly", data, ["cannot write the experiment", "experiments' is a file, not a folder"],
         ),
     }
+    # --force_yml is BasicSR's to apply; the checks then see its result
+    cases["network broken by --force_yml"] = _train_case(
+        root / "forced", data, ["network_g.upscale: 2 does not match the top-level scale: 4"])
+    cases["network broken by --force_yml"].args += ["--force_yml", "network_g:upscale=2"]
+    cases["--force_yml key the file lacks"] = _train_case(
+        root / "force_key", data, ["--force_yml could not be applied (KeyError: 'nope')", "key:subkey=value"])
+    cases["--force_yml key the file lacks"].args += ["--force_yml", "nope:upscale=2"]
     (root / "readonly" / "run").mkdir(parents=True)
     (root / "readonly" / "run" / "experiments").write_text("a file where the experiments folder should be\n")
 
@@ -373,6 +380,8 @@ CLI_CASES = [
     "checkpoint without params",
     "experiments path not writable",
     "results path not writable",
+    "network broken by --force_yml",
+    "--force_yml key the file lacks",
 ]
 
 

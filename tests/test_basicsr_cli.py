@@ -187,11 +187,45 @@ def test_distributed_init_uses_gloo_without_cuda(monkeypatch, restore_basicsr):
             dist.destroy_process_group()
 
 
+def _parse(tmp_path, monkeypatch, pairs, parse, *extra, num_gpu=0):
+    """``parse(root, is_train=False)`` on a test option file for a tiny HERSR, as ``basicsr test`` calls it."""
+    from tests.networks import TINY
+
+    network = {"type": "HERSR", "upscale": 4, **TINY}
+    yml = write_yaml(tmp_path / "test.yml", basicsr_test_options("parse", {"val": pairs["val"]}, network,
+                                                                 model_type="HERSRModel", num_gpu=num_gpu))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["basicsr test", "-opt", str(yml), *extra])
+    return parse(str(tmp_path), is_train=False)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path")
-def test_num_gpu_falls_back_to_cpu(capsys):
-    parse_options = basicsr_cli._with_cpu_fallback(lambda root_path, is_train=True: ({"num_gpu": 1}, None))
-    assert parse_options("/tmp", is_train=False) == ({"num_gpu": 0}, None)
+def test_num_gpu_falls_back_to_cpu(tmp_path, monkeypatch, pairs, capsys):
+    from basicsr.utils.options import parse_options
+
+    opt, _ = _parse(tmp_path, monkeypatch, pairs, basicsr_cli._with_option_checks(parse_options), num_gpu=1)
+    assert opt["num_gpu"] == 0
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_option_checks_see_the_parsed_options_and_leave_the_random_state(tmp_path, monkeypatch, pairs):
+    """The checks run on what BasicSR parsed (``--force_yml`` applied) and put back the random state
+    that ``parse_options`` seeded, though building the network to check it draws from it."""
+    import random
+
+    import numpy as np
+    from basicsr.utils.options import parse_options
+
+    checked = basicsr_cli._with_option_checks(parse_options)
+    draws = []
+    for parse in (parse_options, checked):
+        opt, _ = _parse(tmp_path, monkeypatch, pairs, parse)
+        draws.append((torch.rand(4), np.random.rand(), random.random()))
+    assert torch.equal(draws[0][0], draws[1][0]) and draws[0][1:] == draws[1][1:]
+    with pytest.raises(basicsr_cli.OptionError, match="network_g.upscale: 2 does not match the top-level scale: 4"):
+        _parse(tmp_path, monkeypatch, pairs, checked, "--force_yml", "network_g:upscale=2")
+    with pytest.raises(basicsr_cli.OptionError, match=r"--force_yml could not be applied \(KeyError: 'nope'\)"):
+        _parse(tmp_path, monkeypatch, pairs, checked, "--force_yml", "nope:upscale=2")
 
 
 def test_resume_state_maps_to_cpu(tmp_path, monkeypatch):

@@ -19,15 +19,16 @@ and ``--launcher pytorch`` also work without a GPU; checkpoints and training sta
 crash-safe (atomically, see ``hersr_arch.cli.checkpoint_io``); the top-level option
 ``deterministic: true`` (or ``'warn'``) is added; ``--auto_resume`` skips an unreadable state.
 
-Before BasicSR starts, the option file is checked (``hersr_arch.option_checks``): a mistake in it
-(unknown network keyword, missing dataset folder or LMDB key, GT/LQ sizes that do not fit the scale,
-a truncated or foreign checkpoint, an output folder that cannot be written...) is one line on
-stderr and exit status 2, with no traceback and before any folder is created or archived. Training
-stopped by too many non-finite steps is one line and exit status 1.
+The option file must be readable YAML with the keys BasicSR requires; BasicSR then parses it
+(``--force_yml`` and ``--debug`` applied), and the patched ``parse_options`` checks what it parsed
+(``hersr_arch.option_checks``). A mistake (unknown network keyword, missing dataset folder or LMDB
+key, GT/LQ sizes that do not fit the scale, a truncated or foreign checkpoint, an output folder that
+cannot be written...) is one line on stderr and exit status 2, with no traceback and before any
+folder is created or archived. Training stopped by too many non-finite steps is one line and exit
+status 1.
 """
 
 import argparse
-import copy
 import os
 import subprocess
 import sys
@@ -49,7 +50,7 @@ import basicsr.train  # noqa: E402
 import basicsr.utils.dist_util  # noqa: E402
 from basicsr.models.base_model import BaseModel  # noqa: E402
 from basicsr.utils import check_resume, get_root_logger, scandir  # noqa: E402
-from basicsr.utils.options import _postprocess_yml_value, ordered_yaml  # noqa: E402
+from basicsr.utils.options import ordered_yaml  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from hersr_arch.cli import checkpoint_io  # noqa: E402
@@ -188,22 +189,55 @@ def _ddp_on_cpu(model_to_device):
     return model_to_device_cpu
 
 
-def _with_cpu_fallback(parse_options):
-    """Wrap BasicSR's ``parse_options`` so that ``num_gpu > 0`` without CUDA falls back to the CPU.
+def _keeping_random_state(check: Callable[[], None]) -> None:
+    """Run ``check()`` and put back the random state it drew from (Python, NumPy, torch CPU)."""
+    import random
 
-    BasicSR 1.4.2 (models/base_model.py, ``torch.device('cuda' if opt['num_gpu'] != 0 ...)``)
-    puts the model on CUDA whenever ``num_gpu`` is not 0, so an option file written for a GPU
-    machine (``num_gpu: 1``) fails on a CPU-only one. ``num_gpu: auto`` already gives 0 there.
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            check()
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def _with_option_checks(parse_options):
+    """Wrap BasicSR's ``parse_options``: HERSR checks the options it returns, ``num_gpu > 0`` without
+    CUDA falls back to the CPU, and the torch thread count is chosen.
+
+    The checks (``hersr_arch.option_checks``) see the options as BasicSR parsed them, ``--force_yml``,
+    ``--debug`` and ``num_gpu: auto`` applied, before any folder is made. Building the networks to
+    check them would draw from the random state ``parse_options`` has just seeded, so that state is
+    put back: a run draws what BasicSR alone draws. BasicSR 1.4.2 (models/base_model.py,
+    ``torch.device('cuda' if opt['num_gpu'] != 0 ...)``) puts the model on CUDA whenever ``num_gpu``
+    is not 0, so an option file written for a GPU machine (``num_gpu: 1``) would fail on a CPU-only
+    one; ``num_gpu: auto`` already gives 0 there.
     """
 
-    def parse_options_cpu_fallback(root_path, is_train=True):
-        opt, args = parse_options(root_path, is_train=is_train)
+    def parse_options_checked(root_path, is_train=True):
+        command = "train" if is_train else "test"
+        try:
+            opt, args = parse_options(root_path, is_train=is_train)
+        except (KeyError, ValueError) as err:
+            if "--force_yml" not in sys.argv:
+                raise
+            # BasicSR applies each entry with exec: a key the file lacks is a KeyError, an entry
+            # without '=' a ValueError.
+            raise OptionError(f"--force_yml could not be applied ({type(err).__name__}: {err}); each entry is "
+                              "key:subkey=value, naming keys the option file has.") from None
+        resuming = bool(opt["path"].get("resume_state")) or (is_train and args.auto_resume
+                                                              and bool(_resumable_states(opt)))  # fmt: skip
+        _keeping_random_state(lambda: check_options(opt, command, root_path, resuming=resuming))
         if opt["num_gpu"] and not torch.cuda.is_available():
             _warn(f"num_gpu: {opt['num_gpu']} but CUDA is not available, running on the CPU.")
             opt["num_gpu"] = 0
+        set_torch_threads(log=lambda m: print(f"basicsr {command}: {m}", file=sys.stderr, flush=True))
         return opt, args
 
-    return parse_options_cpu_fallback
+    return parse_options_checked
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,9 +303,10 @@ PATCHES = (
           "unreadable state"),
     Patch(BaseModel, "model_to_device", _ddp_on_cpu,
           "base_model.py: DDP(device_ids=[torch.cuda.current_device()]) raises for a CPU model", wraps=True),
-    Patch(basicsr.train, "parse_options", _with_cpu_fallback,
-          "base_model.py: num_gpu > 0 puts the model on CUDA even where there is none", wraps=True),
-    Patch(basicsr.test, "parse_options", _with_cpu_fallback, "the same for testing", wraps=True),
+    Patch(basicsr.train, "parse_options", _with_option_checks,
+          "HERSR's option checks on the parsed options; base_model.py: num_gpu > 0 puts the model on CUDA even "
+          "where there is none", wraps=True),
+    Patch(basicsr.test, "parse_options", _with_option_checks, "the same for testing", wraps=True),
     Patch(BaseModel, "save_network", checkpoint_io.save_network,
           "base_model.py: torch.save onto the final name leaves a truncated checkpoint when killed"),
     Patch(BaseModel, "save_training_state", checkpoint_io.save_training_state,
@@ -320,46 +355,11 @@ def check_option_file(path: str, command: str = "train") -> dict:
     return opt
 
 
-def _known_args(args: Sequence[str]) -> argparse.Namespace:
-    """``-opt``, ``--auto_resume`` and ``--force_yml`` as BasicSR will parse them."""
+def _option_path(args: Sequence[str]) -> str | None:
+    """The ``-opt`` of BasicSR's arguments."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("-opt")
-    parser.add_argument("--auto_resume", action="store_true")
-    parser.add_argument("--force_yml", nargs="+", default=None)
-    known, _ = parser.parse_known_args(args)
-    return known
-
-
-def _option_path(args: Sequence[str]) -> str | None:
-    return _known_args(args).opt
-
-
-def _apply_force_yml(opt: dict, entries: Sequence[str] | None) -> None:
-    """``--force_yml a:b=value`` as BasicSR applies it (existing keys only), so checks see it too."""
-    for entry in entries or ():
-        keys, sep, value = entry.partition("=")
-        node, *path = [k.strip() for k in keys.split(":")]
-        if not sep:
-            raise OptionError(f"--force_yml {entry!r} is not of the form key:subkey=value.")
-        target = opt
-        for key in [node, *path][:-1]:
-            if not isinstance(target, dict) or key not in target:
-                raise OptionError(f"--force_yml {entry!r}: the option file has no {keys.strip()!r} to change.")
-            target = target[key]
-        if not isinstance(target, dict):
-            raise OptionError(f"--force_yml {entry!r}: the option file has no {keys.strip()!r} to change.")
-        target[[node, *path][-1]] = _postprocess_yml_value(value.strip())
-
-
-def preflight(opt: dict, command: str, args: Sequence[str], root_path: str) -> None:
-    """Check the options BasicSR is about to run (``OptionError`` on the first mistake)."""
-    known = _known_args(args)
-    opt = copy.deepcopy(opt)
-    _apply_force_yml(opt, known.force_yml)
-    resuming = bool((opt.get("path") or {}).get("resume_state"))
-    if command == "train" and known.auto_resume:
-        resuming = resuming or bool(_resumable_states(opt))
-    check_options(opt, command, root_path, resuming=resuming)
+    return parser.parse_known_args(args)[0].opt
 
 
 def close_process_group() -> None:
@@ -403,9 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     opt_path = _option_path(rest)
     try:
         if opt_path is not None and not {"-h", "--help"} & set(rest):
-            preflight(check_option_file(opt_path, command), command, rest, root_path)
-        if not {"-h", "--help"} & set(rest):
-            set_torch_threads(log=lambda m: print(f"basicsr {command}: {m}", file=sys.stderr, flush=True))
+            check_option_file(opt_path, command)  # then BasicSR's parse_options, patched to check the options
         apply_patches()
         sys.argv = [f"basicsr {command}", *rest]  # BasicSR's parse_options reads sys.argv
         if command == "train":
