@@ -53,13 +53,12 @@ def _registry(kind: str):
 
 
 def _registered(kind: str, name, where: str):
-    """The object BasicSR's ``registry.get(name)`` returns (which also tries ``<name>_basicsr``)."""
+    """What BasicSR's ``registry.get(name)`` returns (it also tries ``<name>_basicsr``), or an
+    ``OptionError`` that lists the registered names."""
     registry = _registry(kind)
-    objects = registry._obj_map
-    for key in (name, f"{name}_basicsr") if isinstance(name, str) else ():
-        if key in objects:
-            return objects[key]
-    names = sorted(n.removesuffix("_basicsr") for n in objects)
+    if isinstance(name, str) and (name in registry or f"{name}_basicsr" in registry):
+        return registry.get(name)
+    names = sorted(n.removesuffix("_basicsr") for n in registry.keys())
     close = difflib.get_close_matches(str(name), names, n=3)
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise OptionError(f"{where}: {name!r} is not a registered {kind}.{hint} Registered: {', '.join(names)}.")
