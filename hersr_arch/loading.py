@@ -20,7 +20,7 @@ import torch
 from hersr_arch.archs.hersr_arch import (
     HERSR,
     HERSRConfig,
-    blocks_per_scale,
+    blocks_per_stage,
     fold_path_projections,
     fold_pointwise_output,
 )
@@ -212,8 +212,8 @@ def infer_config(sd: StateDict, known: Mapping | None = None) -> HERSRConfig:
     num_out_ch, upscale = fits[0]
 
     config = dict(known, num_in_ch=num_in_ch, num_out_ch=num_out_ch, upscale=upscale, dims=tuple(dims))
-    config["depths"] = blocks_per_scale(keys, "encoder", n)
-    config["dec_depths"] = blocks_per_scale(keys, "decoder", n)
+    config["depths"] = blocks_per_stage(keys, "encoder", n)
+    config["dec_depths"] = blocks_per_stage(keys, "decoder", n)
     config["use_local"] = any(".local." in k for k in keys)
     config["use_context"] = any(".context." in k for k in keys)
     if not (config["use_local"] or config["use_context"]):

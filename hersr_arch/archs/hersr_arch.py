@@ -16,8 +16,8 @@ top to bottom:
 Data flow for ``x: (B, C_in, H, W)`` and scale ``s``::
 
     F0 = stem(x)                               # (B, d0, H, W)
-    L0, H0 = freq_split(F0)                    # L0 at H/2 -> injected at scale 2; H0 at H
-    enc_1..enc_n (dual-path blocks, down by PixelUnshuffle)   # H0 feeds the local path of scale 1
+    L0, H0 = freq_split(F0)                    # L0 at H/2 -> injected at stage 2; H0 at H
+    enc_1..enc_n (dual-path blocks, down by PixelUnshuffle)   # H0 feeds the local path of stage 1
     MoE bottleneck (conv | window-attention | FFT experts, softmax router) [+ degradation prompt]
     dec_n..dec_1 (Up + skip -> dual-path blocks)              # optional MSG RGB outputs
     frequency-aware fusion with H0 -> texture head (noise + modulated conv)
@@ -394,9 +394,9 @@ class RepDepthwise3x3(nn.Module):
             # The per-channel 1x1 as an affine: the same numbers, but a grouped 1x1 conv's CPU
             # backward loops over the groups (one small conv per channel).
             centre = x[..., 1:-1, 1:-1]
-            scale = self.point.weight[channels].view(1, -1, 1, 1)
+            gain = self.point.weight[channels].view(1, -1, 1, 1)
             shift = self.point.bias[channels].view(1, -1, 1, 1)
-            y = y + torch.addcmul(shift, centre, scale) + centre
+            y = y + torch.addcmul(shift, centre, gain) + centre
         return y
 
     @torch.no_grad()
@@ -680,7 +680,7 @@ class Downsample2x(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# The dual-path block and a scale
+# The dual-path block and a stage
 # ----------------------------------------------------------------------------------------------
 
 
@@ -833,7 +833,7 @@ class DualPathBlock(nn.Module):
     linear maps (the gated conv's and the GDFN's ``project`` 1x1s), which ``reparameterize()`` folds
     into the fusion conv together with the scale: deployed, the fusion reads what those maps read
     (the paths' ``features``), one map-sized pass and one residual add less per path.
-    ``local_hint`` (the high-frequency band ``H0`` at scale 1) is added to the local path's input.
+    ``local_hint`` (the high-frequency band ``H0`` at stage 1) is added to the local path's input.
 
     ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
     """
@@ -1598,13 +1598,13 @@ class HERSR(nn.Module):
         state_dict[key] = self.config_json.clone()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """``nn.Module.load_state_dict``; under ``strict``, weights with other block counts per scale are
+        """``nn.Module.load_state_dict``; under ``strict``, weights with other block counts per stage are
         refused with one sentence naming ``depths``/``dec_depths`` (torch alone lists every stray key).
         Weights under another prefix (e.g. DDP's ``module.``) are left to torch's message, which shows it."""
         if strict and "stem.0.weight" in state_dict:
             for name, stages, path in (("depths", self.encoder, "encoder"), ("dec_depths", self.decoder, "decoder")):
                 ours = tuple(len(stage.blocks) for stage in stages)
-                theirs = blocks_per_scale(state_dict, path, len(stages))
+                theirs = blocks_per_stage(state_dict, path, len(stages))
                 if theirs != ours:
                     raise ValueError(f"HERSR checkpoint has {name}={theirs}, this model {name}={ours}; build the "
                                      f"model with {name}={theirs} to load it.")  # fmt: skip
@@ -1710,12 +1710,12 @@ class HERSR(nn.Module):
         low, high = self._split_frequencies(feat)
 
         skips = []
-        for i, scale in enumerate(self.encoder):
+        for i, stage in enumerate(self.encoder):
             if i > 0:
                 feat = self.downs[i - 1](feat)
             if i == 1 and self.low_inject is not None:
                 feat = feat + self.low_inject(low)
-            feat = scale(feat, high if i == 0 else None)
+            feat = stage(feat, high if i == 0 else None)
             skips.append(feat)
 
         ctx = self.context_pool(feat)
@@ -1778,11 +1778,11 @@ HERSR.__signature__ = inspect.Signature(
 )
 
 
-def blocks_per_scale(state_dict, path: str, scales: int) -> tuple[int, ...]:
-    """Dual-path blocks per scale of ``path`` (``'encoder'``/``'decoder'``) in a HERSR state dict."""
+def blocks_per_stage(state_dict, path: str, stages: int) -> tuple[int, ...]:
+    """Dual-path blocks per stage of ``path`` (``'encoder'``/``'decoder'``) in a HERSR state dict."""
     return tuple(
         len({k[len(head) :].split(".", 1)[0] for k in state_dict if k.startswith(head)})
-        for head in (f"{path}.{i}.blocks." for i in range(scales))
+        for head in (f"{path}.{i}.blocks." for i in range(stages))
     )
 
 

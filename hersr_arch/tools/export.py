@@ -191,7 +191,7 @@ def trace_size(model: HERSR, start: int = 20) -> tuple[int, int]:
         if n % multiple == 0 or padded // 2 ** (scales - 1) < 2:
             return False
         for i in range(scales):
-            step = multiple // 2**i  # every size at scale i is a multiple of this
+            step = multiple // 2**i  # every size at stage i is a multiple of this
             for ws in windows:
                 if step % ws and (padded // 2**i) % ws == 0:
                     return False
