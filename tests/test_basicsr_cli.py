@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from hersr_arch.cli import basicsr_cli
+from hersr_arch.cli import basicsr_cli, basicsr_patches
 from tests.helpers import (
     TINY_MSRRESNET,
     basicsr_test_options,
@@ -147,16 +147,16 @@ def test_unknown_command_exits_with_usage(capsys):
 @pytest.fixture
 def restore_basicsr(monkeypatch):
     """Undo ``apply_patches`` after the test, so that it leaves BasicSR as it found it."""
-    for patch in basicsr_cli.PATCHES:
+    for patch in basicsr_patches.PATCHES:
         monkeypatch.setattr(patch.owner, patch.attribute, getattr(patch.owner, patch.attribute))
 
 
 def test_patches_are_one_table_applied_once(restore_basicsr):
-    basicsr_cli.apply_patches()
-    installed = [getattr(p.owner, p.attribute) for p in basicsr_cli.PATCHES]
-    basicsr_cli.apply_patches()  # a second call changes nothing (no wrapper around a wrapper)
-    assert [getattr(p.owner, p.attribute) for p in basicsr_cli.PATCHES] == installed
-    for patch, current in zip(basicsr_cli.PATCHES, installed):
+    basicsr_patches.apply_patches()
+    installed = [getattr(p.owner, p.attribute) for p in basicsr_patches.PATCHES]
+    basicsr_patches.apply_patches()  # a second call changes nothing (no wrapper around a wrapper)
+    assert [getattr(p.owner, p.attribute) for p in basicsr_patches.PATCHES] == installed
+    for patch, current in zip(basicsr_patches.PATCHES, installed):
         assert patch.reason and (getattr(current, "hersr_patch", None) is patch or current is patch.replacement)
 
 
@@ -170,17 +170,17 @@ def test_distributed_init_uses_gloo_without_cuda(monkeypatch, restore_basicsr):
         "MASTER_PORT": str(free_port()),
     }.items():
         monkeypatch.setenv(key, value)
-    basicsr_cli.apply_patches()
+    basicsr_patches.apply_patches()
     import basicsr.utils.dist_util as dist_util
 
-    assert dist_util._init_dist_pytorch is basicsr_cli.init_dist_pytorch
+    assert dist_util._init_dist_pytorch is basicsr_patches.init_dist_pytorch
     try:
         dist_util._init_dist_pytorch("nccl")  # what BasicSR's init_dist('pytorch') calls
         assert dist.is_initialized()
         assert dist.get_backend() == "gloo"
         assert dist_util.get_dist_info() == (0, 1)
         cpu_model = SimpleNamespace(opt={"dist": True}, device=torch.device("cpu"))
-        model_to_device = basicsr_cli._ddp_on_cpu(lambda self, net: net)
+        model_to_device = basicsr_patches._ddp_on_cpu(lambda self, net: net)
         assert isinstance(model_to_device(cpu_model, torch.nn.Linear(2, 2)), DistributedDataParallel)
     finally:
         if dist.is_initialized():
@@ -203,7 +203,7 @@ def _parse(tmp_path, monkeypatch, pairs, parse, *extra, num_gpu=0):
 def test_num_gpu_falls_back_to_cpu(tmp_path, monkeypatch, pairs, capsys):
     from basicsr.utils.options import parse_options
 
-    opt, _ = _parse(tmp_path, monkeypatch, pairs, basicsr_cli._with_option_checks(parse_options), num_gpu=1)
+    opt, _ = _parse(tmp_path, monkeypatch, pairs, basicsr_patches._with_option_checks(parse_options), num_gpu=1)
     assert opt["num_gpu"] == 0
     assert "CUDA is not available" in capsys.readouterr().err
 
@@ -216,15 +216,15 @@ def test_option_checks_see_the_parsed_options_and_leave_the_random_state(tmp_pat
     import numpy as np
     from basicsr.utils.options import parse_options
 
-    checked = basicsr_cli._with_option_checks(parse_options)
+    checked = basicsr_patches._with_option_checks(parse_options)
     draws = []
     for parse in (parse_options, checked):
         opt, _ = _parse(tmp_path, monkeypatch, pairs, parse)
         draws.append((torch.rand(4), np.random.rand(), random.random()))
     assert torch.equal(draws[0][0], draws[1][0]) and draws[0][1:] == draws[1][1:]
-    with pytest.raises(basicsr_cli.OptionError, match="network_g.upscale: 2 does not match the top-level scale: 4"):
+    with pytest.raises(basicsr_patches.OptionError, match="network_g.upscale: 2 does not match the top-level scale: 4"):
         _parse(tmp_path, monkeypatch, pairs, checked, "--force_yml", "network_g:upscale=2")
-    with pytest.raises(basicsr_cli.OptionError, match=r"--force_yml could not be applied \(KeyError: 'nope'\)"):
+    with pytest.raises(basicsr_patches.OptionError, match=r"--force_yml could not be applied \(KeyError: 'nope'\)"):
         _parse(tmp_path, monkeypatch, pairs, checked, "--force_yml", "nope:upscale=2")
 
 
@@ -242,7 +242,7 @@ def test_resume_state_maps_to_cpu(tmp_path, monkeypatch):
         "network_g": {},
         "path": {"models": str(tmp_path / "experiments" / "exp" / "models"), "resume_state": None},
     }
-    state = basicsr_cli.load_resume_state(opt)
+    state = basicsr_patches.load_resume_state(opt)
     assert state["iter"] == 10
     assert opt["path"]["resume_state"].endswith("10.state")
     assert opt["path"]["pretrain_network_g"].endswith("net_g_10.pth")

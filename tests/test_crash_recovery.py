@@ -310,7 +310,7 @@ def test_consecutive_nonfinite_steps_stop_training_and_keep_the_last_checkpoint(
 
 def test_auto_resume_skips_an_unreadable_state(tmp_path, monkeypatch, capsys):
     """A truncated newest state (as BasicSR's non-atomic save could leave) falls back to the previous one."""
-    from hersr_arch.cli import basicsr_cli
+    from hersr_arch.cli import basicsr_patches
 
     monkeypatch.chdir(tmp_path)
     states = tmp_path / "experiments" / "exp" / "training_states"
@@ -320,7 +320,7 @@ def test_auto_resume_skips_an_unreadable_state(tmp_path, monkeypatch, capsys):
     (states / "4.state").write_bytes((states / "4.state").read_bytes()[:100])
     opt = {"name": "exp", "auto_resume": True, "num_gpu": 0, "network_g": {},
            "path": {"models": "experiments/exp/models", "resume_state": None}}
-    assert basicsr_cli.load_resume_state(opt)["iter"] == 2
+    assert basicsr_patches.load_resume_state(opt)["iter"] == 2
     assert opt["path"]["resume_state"].endswith("2.state")
     assert opt["path"]["pretrain_network_g"].endswith("net_g_2.pth")
     assert "skipping unreadable training state experiments/exp/training_states/4.state" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hersr_arch.cli import basicsr_cli
+from hersr_arch.cli import basicsr_patches
 from hersr_arch.option_checks import OptionError, check_options
 from tests.helpers import (
     basicsr_train_options,
@@ -59,9 +59,9 @@ def test_deterministic_switch():
     before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
               torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     try:
-        basicsr_cli.use_deterministic_algorithms("warn")
+        basicsr_patches.use_deterministic_algorithms("warn")
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
-        basicsr_cli.use_deterministic_algorithms(True)
+        basicsr_patches.use_deterministic_algorithms(True)
         assert torch.are_deterministic_algorithms_enabled()
         assert not torch.is_deterministic_algorithms_warn_only_enabled()
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
