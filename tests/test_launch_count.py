@@ -111,3 +111,18 @@ def test_pixel_shuffles_are_read_as_views_by_the_add_or_copy_after_them():
             out = up(x, skip)
         torch.testing.assert_close(out, F.pixel_shuffle(up.body[0](x), 2) + skip, rtol=0, atol=0)
         assert out.stride() == skip.stride()  # the sum keeps the skip's layout
+
+
+def test_haar_split_subtracts_the_cell_means_by_broadcasting():
+    """The Haar split's high band is F0 minus each 2x2 cell's mean, broadcast: no up-sampled copy of
+    the means, and the bands are those of the definition."""
+    from hersr_arch.archs.hersr_arch import hersr_s
+
+    model = hersr_s().eval()
+    f0 = torch.randn(1, 16, 12, 20).contiguous(memory_format=torch.channels_last)
+    counter = LaunchCounter()
+    with torch.no_grad(), counter:
+        low, high = model._split_frequencies(f0)
+    assert counter.counts == {"avg_pool2d": 1, "sub": 1, "mul": 1}, counter.counts
+    mean = F.avg_pool2d(f0, 2)
+    assert torch.equal(low, 2 * mean) and torch.equal(high, f0 - F.interpolate(mean, scale_factor=2.0))

@@ -1630,9 +1630,12 @@ class HERSR(nn.Module):
         """``F0: (B, C, H, W)`` -> ``L0: (B, C, H/2, W/2)``, ``H0: (B, C, H, W)`` with ``F0 = up(L0) + H0``."""
         if self.freq_split == "haar":
             # Orthonormal Haar: LL = 2 x the 2x2 mean; inverting the detail bands alone (LL zeroed)
-            # gives F0 minus the nearest-neighbour up-sampled mean. Exact, with no band shuffling.
+            # gives F0 minus the nearest-neighbour up-sampled mean: each 2x2 cell minus its mean,
+            # by broadcasting. Exact, with no band shuffling.
             mean = F.avg_pool2d(f0, 2)
-            return 2 * mean, f0 - F.interpolate(mean, scale_factor=2.0, mode="nearest")
+            b, c, h, w = f0.shape
+            cells = f0.view(b, c, h // 2, 2, w // 2, 2) - mean.view(b, c, h // 2, 1, w // 2, 1)
+            return 2 * mean, cells.view(b, c, h, w)
         if self.freq_split == "avgpool":
             low = F.avg_pool2d(f0, 2)
             up = F.interpolate(low, scale_factor=2.0, mode="bilinear", align_corners=False)
