@@ -381,3 +381,13 @@ def hersr_model_options(root, network: dict, name: str = "model", **train) -> di
         },
         "val": None,
     }  # fmt: skip
+
+
+def undo_basicsr_patches_with(monkeypatch) -> None:
+    """Have ``monkeypatch`` put back, when it undoes its changes, every BasicSR attribute that
+    ``apply_patches`` replaces: ``basicsr_cli.main`` run in-process patches BasicSR for good, and
+    later tests in the same worker must find BasicSR as it was."""
+    from hersr_arch.cli.basicsr_patches import PATCHES
+
+    for patch in PATCHES:
+        monkeypatch.setattr(patch.owner, patch.attribute, getattr(patch.owner, patch.attribute))

@@ -38,6 +38,7 @@ from tests.helpers import (
     file_hashes,
     finish_cli,
     start_cli,
+    undo_basicsr_patches_with,
     write_paired_dataset,
     write_yaml,
     yaml_network,
@@ -334,9 +335,10 @@ def _run_in_process(case: Case) -> subprocess.CompletedProcess:
     """``basicsr <case.args>`` through :func:`basicsr_cli.main` in ``case.run``; status and output."""
     out, err = io.StringIO(), io.StringIO()
     case.run.mkdir(parents=True, exist_ok=True)
-    with pytest.MonkeyPatch.context() as patch:  # main() sets sys.argv for BasicSR's parser
+    with pytest.MonkeyPatch.context() as patch:  # main() sets sys.argv for BasicSR's parser and patches BasicSR
         patch.chdir(case.run)
         patch.setattr(sys, "argv", sys.argv)
+        undo_basicsr_patches_with(patch)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = basicsr_cli.main([str(a) for a in case.args])
     return subprocess.CompletedProcess(case.args, code, out.getvalue(), err.getvalue())

@@ -19,6 +19,7 @@ from tests.helpers import (
     basicsr_train_options,
     free_port,
     run_cli,
+    undo_basicsr_patches_with,
     write_paired_dataset,
     write_yaml,
 )
@@ -147,8 +148,7 @@ def test_unknown_command_exits_with_usage(capsys):
 @pytest.fixture
 def restore_basicsr(monkeypatch):
     """Undo ``apply_patches`` after the test, so that it leaves BasicSR as it found it."""
-    for patch in basicsr_patches.PATCHES:
-        monkeypatch.setattr(patch.owner, patch.attribute, getattr(patch.owner, patch.attribute))
+    undo_basicsr_patches_with(monkeypatch)
 
 
 def test_patches_are_one_table_applied_once(restore_basicsr):
