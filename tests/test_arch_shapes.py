@@ -19,6 +19,31 @@ def test_shape_every_scale_and_size(scale, size):
     assert out.shape == (2, 3, scale * h, scale * w)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_feature_maps_stay_channels_last_and_the_output_is_nchw(batch):
+    """Every map a stage, an up-sampling or the frequency fusion reads or writes is channels_last in
+    the strides that torch's ops recognise (a batch-1 map with other strides is read as NCHW and
+    converted by every conv after it); the output is plain NCHW."""
+    from torch._prims_common import suggest_memory_format
+
+    from hersr_arch.archs.hersr_arch import FrequencyFusion, Stage, Upsample2x
+
+    model = hersr_s(upscale=4).eval().switch_to_deploy()
+    seen = []
+
+    def record(module, inputs, output):
+        maps = [t for t in (*inputs, output) if isinstance(t, torch.Tensor) and t.dim() == 4]
+        seen.extend((type(module).__name__, suggest_memory_format(t)) for t in maps)
+
+    for module in model.modules():
+        if isinstance(module, (Stage, Upsample2x, FrequencyFusion)):
+            module.register_forward_hook(record)
+    with torch.no_grad():
+        out = model(torch.rand(batch, 3, 24, 40))
+    assert len(seen) > 10 and all(fmt == torch.channels_last for _, fmt in seen), seen
+    assert out.is_contiguous()
+
+
 @pytest.mark.parametrize("preset", [hersr_s, hersr_m, hersr_l])
 @pytest.mark.parametrize("scale", [1, 4])
 def test_presets_shape(preset, scale):

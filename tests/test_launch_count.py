@@ -105,12 +105,16 @@ def test_pixel_shuffles_are_read_as_views_by_the_add_or_copy_after_them():
     torch.manual_seed(0)
     up = Upsample2x(8, 4).eval()
     nn.init.normal_(up.body[0].weight)
-    x = torch.rand(2, 8, 5, 7).contiguous(memory_format=torch.channels_last)
-    for skip in (torch.rand(2, 4, 10, 14), torch.rand(2, 4, 10, 14).contiguous(memory_format=torch.channels_last)):
-        with torch.no_grad():
-            out = up(x, skip)
-        torch.testing.assert_close(out, F.pixel_shuffle(up.body[0](x), 2) + skip, rtol=0, atol=0)
-        assert out.stride() == skip.stride()  # the sum keeps the skip's layout
+    for batch in (1, 2):
+        x = torch.rand(batch, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            skip = torch.rand(batch, 4, 10, 14).contiguous(memory_format=layout)
+            with torch.no_grad():
+                out = up(x, skip)
+            torch.testing.assert_close(out, F.pixel_shuffle(up.body[0](x), 2) + skip, rtol=0, atol=0)
+            assert out.is_contiguous(memory_format=layout)  # the sum keeps the skip's layout
+            if layout == torch.channels_last:  # with channels_last's own strides, batch 1 too
+                assert out.stride() == skip.stride()
 
 
 def test_haar_split_subtracts_the_cell_means_by_broadcasting():
@@ -126,3 +130,4 @@ def test_haar_split_subtracts_the_cell_means_by_broadcasting():
     assert counter.counts == {"avg_pool2d": 1, "sub": 1, "mul": 1}, counter.counts
     mean = F.avg_pool2d(f0, 2)
     assert torch.equal(low, 2 * mean) and torch.equal(high, f0 - F.interpolate(mean, scale_factor=2.0))
+    assert high.stride() == f0.stride()  # channels_last's own strides at batch 1

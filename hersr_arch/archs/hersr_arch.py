@@ -211,6 +211,18 @@ def pixel_shuffle_view(x: torch.Tensor, r: int) -> torch.Tensor:
     return x.view(b, c // (r * r), r, r, h, w).permute(0, 1, 4, 2, 5, 3)
 
 
+def add_pixel_shuffle(skip: torch.Tensor, x: torch.Tensor, r: int) -> torch.Tensor:
+    """``skip + pixel_shuffle(x, r)`` in one pass: ``skip: (B, C, rH, rW)``, ``x: (B, C r^2, H, W)``.
+
+    The sum runs over ``(B, H, r, W, r, C)`` views, the channels_last memory order: a channels_last
+    ``skip`` gives a sum with channels_last's own strides, batch 1 included (in channel-first order
+    the batch-1 sum gets strides that later ops read as NCHW, and they convert it).
+    """
+    b, c, h, w = skip.shape
+    cells = skip.permute(0, 2, 3, 1).view(b, h // r, r, w // r, r, c)
+    return (cells + pixel_shuffle_view(x, r).permute(0, 2, 3, 4, 5, 1)).view(b, h, w, c).permute(0, 3, 1, 2)
+
+
 def icnr_(conv: nn.Conv2d, scale: int) -> nn.Conv2d:
     """ICNR initialisation (Aitken et al. 2017) of a conv feeding ``PixelShuffle(scale)``.
 
@@ -657,9 +669,8 @@ class Upsample2x(nn.Module):
         conv, up = self.body
         if skip is None:
             return up(conv(x))
-        if isinstance(up, nn.PixelShuffle):  # the add reads the shuffle as a view; skip first: its layout
-            b, c, h, w = skip.shape
-            return (skip.view(b, c, h // 2, 2, w // 2, 2) + pixel_shuffle_view(conv(x), 2)).view(b, c, h, w)
+        if isinstance(up, nn.PixelShuffle):
+            return add_pixel_shuffle(skip, conv(x), 2)
         return up(conv(x)) + skip
 
 
@@ -1631,11 +1642,12 @@ class HERSR(nn.Module):
         if self.freq_split == "haar":
             # Orthonormal Haar: LL = 2 x the 2x2 mean; inverting the detail bands alone (LL zeroed)
             # gives F0 minus the nearest-neighbour up-sampled mean: each 2x2 cell minus its mean,
-            # by broadcasting. Exact, with no band shuffling.
+            # by broadcasting (over (B, H, 2, W, 2, C) views: see add_pixel_shuffle). Exact.
             mean = F.avg_pool2d(f0, 2)
             b, c, h, w = f0.shape
-            cells = f0.view(b, c, h // 2, 2, w // 2, 2) - mean.view(b, c, h // 2, 1, w // 2, 1)
-            return 2 * mean, cells.view(b, c, h, w)
+            cells = f0.permute(0, 2, 3, 1).view(b, h // 2, 2, w // 2, 2, c)
+            high = cells - mean.permute(0, 2, 3, 1).view(b, h // 2, 1, w // 2, 1, c)
+            return 2 * mean, high.view(b, h, w, c).permute(0, 3, 1, 2)
         if self.freq_split == "avgpool":
             low = F.avg_pool2d(f0, 2)
             up = F.interpolate(low, scale_factor=2.0, mode="bilinear", align_corners=False)
