@@ -136,8 +136,7 @@ def _fold_deployed_projections(sd: dict[str, torch.Tensor]) -> None:
     for expert in _indices(sd, r"moe\.experts\.(\d+)\.attn\.proj\.weight$"):
         proj = f"moe.experts.{expert}.attn.proj."
         if (out := pop(f"moe.experts.{expert}.out.")) is not None:
-            weight, bias = fold_pointwise_output(sd[proj + "weight"][:, :, None, None], sd[proj + "bias"], *out)
-            sd[proj + "weight"], sd[proj + "bias"] = weight[:, :, 0, 0], bias
+            sd[proj + "weight"], sd[proj + "bias"] = fold_pointwise_output(sd[proj + "weight"], sd[proj + "bias"], *out)
 
 
 def read_config(sd: StateDict) -> HERSRConfig:

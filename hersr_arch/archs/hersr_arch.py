@@ -770,32 +770,31 @@ class ContextPath(nn.Module):
 
 
 @torch.no_grad()
+def fold_pointwise_output(
+    weight: torch.Tensor, bias: torch.Tensor, next_weight: torch.Tensor, next_bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one linear map equal to a 1x1 conv or linear ``(weight, bias)`` followed by a 1x1 conv
+    ``(next_weight, next_bias)``: ``N (W x + b) + n = (N W) x + (N b + n)``, computed in fp64.
+    ``weight: (C_mid, C_in[, 1, 1])``, ``next_weight: (C_out, C_mid, 1, 1)`` -> ``(C_out, C_in[, 1, 1])``
+    (the form of ``weight``) and ``(C_out,)``."""
+    n = next_weight.flatten(1).double()
+    folded = (n @ weight.flatten(1).double()).to(weight.dtype).view(n.shape[0], *weight.shape[1:])
+    return folded, (n @ bias.double() + next_bias.double()).to(bias.dtype)
+
+
+@torch.no_grad()
 def fold_pointwise_input(
     weight: torch.Tensor, bias: torch.Tensor, first_weight: torch.Tensor, first_bias: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fold a 1x1 conv that feeds the first input channels of the next 1x1 conv into that conv.
 
-    ``W [P x + p; y] + b = [W_x P, W_y] [x; y] + (W_x p + b)``: exact up to rounding (computed in
-    fp64). ``first_weight: (C, C, 1, 1)``, ``first_bias: (C,)``; ``weight: (C_out, C + C_rest, 1, 1)``,
-    ``bias: (C_out,)`` -> the folded ``(weight, bias)``, same shapes.
+    ``W [P x + p; y] + b = [W_x P, W_y] [x; y] + (W_x p + b)`` (:func:`fold_pointwise_output` on the
+    columns ``W_x``). ``first_weight: (C, C, 1, 1)``, ``first_bias: (C,)``; ``weight: (C_out, C +
+    C_rest, 1, 1)``, ``bias: (C_out,)`` -> the folded ``(weight, bias)``, same shapes.
     """
     c = first_weight.shape[0]
-    head = weight[:, :c, 0, 0].double()
-    folded = weight.clone()
-    folded[:, :c, 0, 0] = head @ first_weight[:, :, 0, 0].double()
-    return folded, bias + (head @ first_bias.double()).to(bias.dtype)
-
-
-@torch.no_grad()
-def fold_pointwise_output(
-    weight: torch.Tensor, bias: torch.Tensor, next_weight: torch.Tensor, next_bias: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The one 1x1 conv equal to a 1x1 conv ``(weight, bias)`` followed by another ``(next_weight,
-    next_bias)``: ``N (W x + b) + n = (N W) x + (N b + n)``, computed in fp64. ``(C_mid, C_in, 1, 1)``,
-    ``(C_out, C_mid, 1, 1)`` -> ``((C_out, C_in, 1, 1), (C_out,))``."""
-    n = next_weight[:, :, 0, 0].double()
-    folded = (n @ weight[:, :, 0, 0].double()).to(weight.dtype)[:, :, None, None]
-    return folded, (n @ bias.double() + next_bias.double()).to(bias.dtype)
+    head, bias = fold_pointwise_output(first_weight, first_bias, weight[:, :c], bias)
+    return torch.cat((head, weight[:, c:]), 1), bias
 
 
 @torch.no_grad()
@@ -805,13 +804,12 @@ def append_pointwise_input(
     """Fold a 1x1 conv whose output is added to the input channels ``columns`` of the next 1x1 conv
     into that conv, which then reads the folded conv's input as extra, last input channels.
 
-    ``W [.., u + P g + p, ..] + b = [W, W_u P] [.., u, .., g] + (W_u p + b)``: exact up to rounding
-    (computed in fp64). ``weight: (C_out, C_in, 1, 1)``, ``added_weight: (len(columns), C_g, 1, 1)``
-    -> ``((C_out, C_in + C_g, 1, 1), (C_out,))``.
+    ``W [.., u + P g + p, ..] + b = [W, W_u P] [.., u, .., g] + (W_u p + b)``
+    (:func:`fold_pointwise_output` on the columns ``W_u``). ``weight: (C_out, C_in, 1, 1)``,
+    ``added_weight: (len(columns), C_g, 1, 1)`` -> ``((C_out, C_in + C_g, 1, 1), (C_out,))``.
     """
-    head = weight[:, columns, 0, 0].double()
-    extra = (head @ added_weight[:, :, 0, 0].double()).to(weight.dtype)[:, :, None, None]
-    return torch.cat((weight, extra), 1), bias + (head @ added_bias.double()).to(bias.dtype)
+    extra, bias = fold_pointwise_output(added_weight, added_bias, weight[:, columns], bias)
+    return torch.cat((weight, extra), 1), bias
 
 
 @torch.no_grad()
@@ -975,8 +973,8 @@ class AttentionExpert(nn.Module):
             self.norm = fold_layernorm_(self.norm, self.attn.qkv.weight, self.attn.qkv.bias)
         if self.out is not None:
             proj, out = self.attn.proj, self.out
-            weight, bias = fold_pointwise_output(proj.weight[:, :, None, None], proj.bias, out.weight, out.bias)
-            proj.weight.copy_(weight[:, :, 0, 0])
+            weight, bias = fold_pointwise_output(proj.weight, proj.bias, out.weight, out.bias)
+            proj.weight.copy_(weight)
             proj.bias.copy_(bias)
             self.out = None
 
