@@ -16,9 +16,9 @@ What it changes (timings in benchmarks/RESULTS.md and the git history):
   does not. The qkv projection runs the same way, as a 1x1 conv over a view of the tokens.
 - **expand -> gate -> project in parts.** The expansion's two channel halves are computed apart
   (element-wise ops on a channel half of one channels_last map read it strided), and the gate
-  product is written into its fresh first operand; so are the residual adds of the blocks and of
-  the attention. A deployed block's fusion 1x1 is split again by its inputs: the GDFN's gate
-  product goes through its columns band by band (below) instead of being concatenated whole.
+  product is written into its fresh first operand; so is the blocks' residual add. A deployed
+  block's fusion 1x1 is split again by its inputs: the GDFN's gate product goes through its
+  columns band by band (below) instead of being concatenated whole.
 - **Affine-free LayerNorms** (deployed) run with a weight of ones, ATen's vectorised CPU path.
 - **Row bands on large maps.** Once one expanded half of a map outgrows the last-level cache,
   every element-wise pass over it runs at memory speed. Above ``band_above_bytes`` the map is
@@ -194,17 +194,11 @@ class CPUWindowAttention(WindowAttention, RowBands):
 
 
 class CPUContextPath(ContextPath):
-    """The attention's residual added into its fresh output (one map-sized allocation less)."""
+    """Hands the GDFN's gate product to a 1x1 band by band (:meth:`CPUGDFN.gate`) when asked."""
 
     def features(self, x: torch.Tensor, ffn_project: Projection | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``ContextPath.features``; with ``ffn_project``, the GDFN's gate product mapped by that 1x1."""
-        if not _tuned(x, x):
-            u, gate = super().features(x)
-            return u, gate if ffn_project is None else F.conv2d(gate, *ffn_project)
-        h, w = x.shape[-2:]
-        windows = self.attn.partition(x.permute(0, 2, 3, 1))
-        windows = self.attn.attend(self.norm_attn(windows), h, w).add_(windows)
-        u = self.attn.merge(windows, h, w, pad=1).permute(0, 3, 1, 2)
+        u = self.attended(x)
         return u[..., 1:-1, 1:-1], self.ffn.gate(self.norm_ffn(u), ffn_project)
 
 

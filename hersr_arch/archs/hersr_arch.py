@@ -754,11 +754,16 @@ class ContextPath(nn.Module):
         """What the path's output is linear in: ``u = x + WindowAttention(LN(x))`` ``(B, C, H, W)``
         and the GDFN's gate product of ``LN(u)`` ``(B, hidden, H, W)``; the output is
         ``u + ffn.project(gate)``."""
+        u = self.attended(x)
+        return u[..., 1:-1, 1:-1], self.ffn.gate(self.norm_ffn(u))
+
+    def attended(self, x: torch.Tensor) -> torch.Tensor:
+        """``u = x + WindowAttention(LN(x))``, the residual added per window token, put back already
+        replicate-padded by a pixel for the GDFN's depthwise 3x3: ``(B, C, H + 2, W + 2)``."""
         h, w = x.shape[-2:]
         windows = self.attn.partition(x.permute(0, 2, 3, 1))
         windows = windows + self.attn.attend(self.norm_attn(windows), h, w)
-        u = self.attn.merge(windows, h, w, pad=1).permute(0, 3, 1, 2)  # (B, C, H + 2, W + 2)
-        return u[..., 1:-1, 1:-1], self.ffn.gate(self.norm_ffn(u))
+        return self.attn.merge(windows, h, w, pad=1).permute(0, 3, 1, 2)
 
     @torch.no_grad()
     def reparameterize(self) -> None:
