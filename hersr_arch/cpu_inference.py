@@ -16,9 +16,9 @@ What it changes (timings in benchmarks/RESULTS.md and the git history):
   does not. The qkv projection runs the same way, as a 1x1 conv over a view of the tokens.
 - **expand -> gate -> project in parts.** The expansion's two channel halves are computed apart
   (element-wise ops on a channel half of one channels_last map read it strided), and the gate
-  product is written into its fresh first operand; so is the blocks' residual add. A deployed
-  block's fusion 1x1 is split again by its inputs: the GDFN's gate product goes through its
-  columns band by band (below) instead of being concatenated whole.
+  product is written into its fresh first operand. A deployed block's fusion 1x1 is split again by
+  its inputs: the GDFN's gate product goes through its columns band by band (below) instead of
+  being concatenated whole.
 - **Affine-free LayerNorms** (deployed) run with a weight of ones, ATen's vectorised CPU path.
 - **Row bands on large maps.** Once one expanded half of a map outgrows the last-level cache,
   every element-wise pass over it runs at memory speed. Above ``band_above_bytes`` the map is
@@ -203,34 +203,37 @@ class CPUContextPath(ContextPath):
 
 
 class CPUDualPathBlock(DualPathBlock):
-    """The residual add written into the fresh update. Deployed, the fusion 1x1 runs as two: one over
-    ``[local gate product; u]`` and the GDFN gate product's columns band by band inside the GDFN
-    (:func:`_banded_gate`), added: the wide gate product is never written out whole and concatenated."""
+    """Deployed, the fusion 1x1 runs in parts: one 1x1 over ``[local gate product; u]``, the GDFN gate
+    product's columns band by band inside the GDFN (:func:`_banded_gate`), and the residual's identity
+    columns as an in-place add of ``x`` (a 1x1 reading ``x`` as well costs more than that add). The
+    wide gate product is never written out whole and concatenated. Identity columns changed by
+    fine-tuning a deployed model go through the 1x1 with the rest."""
 
     def forward(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
-        if not _tuned(x, x):
-            return super().forward(x, local_hint)
-        return self.update(x, local_hint).add_(x)
-
-    def update(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
         if self.layer_scale is not None or self.context is None or not _tuned(x, self.fuse.weight):
-            return super().update(x, local_hint)
-        (head, bias), tail = self._fuse_split()
+            return super().forward(x, local_hint)
+        (head, bias), tail, residual_is_identity = self._fuse_split()
         parts = [] if self.local is None else list(self.local.features(x if local_hint is None else x + local_hint))
         u, projected = self.context.features(x, (tail, None))
-        parts.append(u)
-        return _pointwise(torch.cat(parts, 1) if len(parts) > 1 else parts[0], head, bias).add_(projected)
+        if residual_is_identity:
+            return _pointwise(torch.cat([*parts, u], 1), head, bias).add_(projected).add_(x)
+        return _pointwise(torch.cat([*parts, u, x], 1), head, bias).add_(projected)
 
-    def _fuse_split(self) -> tuple[Projection, torch.Tensor]:
-        """The fusion weight's columns for ``[local; u]`` (with the bias) and for the GDFN's gate product,
-        each contiguous (oneDNN's layout), cached per weight version."""
+    def _fuse_split(self) -> tuple[Projection, torch.Tensor, bool]:
+        """The fusion weight's columns for ``[local; u]`` (or ``[local; u; x]``, see below) with the bias,
+        and for the GDFN's gate product, each contiguous (oneDNN's layout); and whether the columns
+        that read ``x`` are the identity (then the first part leaves them out). Cached per weight
+        version."""
         weight = self.fuse.weight
         key = (weight._version, weight.data_ptr())
         cached = getattr(self, "_fuse_parts", None)
         if cached is None or cached[0] != key:
-            hidden = self.context.ffn.spatial.expand.out_channels // 2
-            split = weight.shape[1] - hidden
-            cached = (key, ((weight[:, :split].contiguous(), self.fuse.bias), weight[:, split:].contiguous()))
+            channels, hidden = weight.shape[0], self.context.ffn.spatial.expand.out_channels // 2
+            start = weight.shape[1] - channels - hidden  # columns: [local; u | gate product | x]
+            residual = weight[:, start + hidden :, 0, 0]
+            identity = bool(torch.equal(residual, torch.eye(channels, dtype=residual.dtype)))
+            head = weight[:, :start] if identity else torch.cat((weight[:, :start], weight[:, start + hidden :]), 1)
+            cached = (key, ((head.contiguous(), self.fuse.bias), weight[:, start : start + hidden].contiguous(), identity))
             self._fuse_parts = cached
         return cached[1]
 

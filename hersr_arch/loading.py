@@ -23,6 +23,7 @@ from hersr_arch.archs.hersr_arch import (
     blocks_per_stage,
     fold_path_projections,
     fold_pointwise_output,
+    with_residual_columns,
 )
 
 StateDict = Mapping[str, torch.Tensor]
@@ -107,6 +108,8 @@ def migrate_state_dict(sd: StateDict) -> dict[str, torch.Tensor]:
     * deployed weights written before deploy folded the closing 1x1s of a block's paths (the gated
       conv's and the GDFN's ``project``) into its fusion 1x1, or the attention expert's ``out`` into
       its attention's ``proj``, still carry them: they are folded now (exact up to rounding);
+    * deployed weights written before the fusion 1x1 read the block's input (the residual add as
+      identity columns) gain those columns (exact);
     * format 1 kept what shapes cannot show in an integer ``hyper`` buffer: it becomes the
       ``config_json`` record, with the rest of the config inferred from the weights.
     """
@@ -129,10 +132,14 @@ def _fold_deployed_projections(sd: dict[str, torch.Tensor]) -> None:
         return None
 
     for block in [k[: -len("fuse.weight")] for k in sd if re.search(r"\.blocks\.\d+\.fuse\.weight$", k)]:
-        sd[block + "fuse.weight"], sd[block + "fuse.bias"] = fold_path_projections(
+        has_local = block + "local.norm.weight" in sd
+        weight, sd[block + "fuse.bias"] = fold_path_projections(
             sd[block + "fuse.weight"], sd[block + "fuse.bias"], pop(block + "local.gated.project."),
-            pop(block + "context.ffn.project."), has_local=block + "local.norm.weight" in sd,
+            pop(block + "context.ffn.project."), has_local=has_local,
         )  # fmt: skip
+        expand = sd.get(block + "context.ffn.spatial.expand.weight")
+        paths = weight.shape[0] * has_local + (0 if expand is None else weight.shape[0] + expand.shape[0] // 2)
+        sd[block + "fuse.weight"] = with_residual_columns(weight) if weight.shape[1] == paths else weight
     for expert in _indices(sd, r"moe\.experts\.(\d+)\.attn\.proj\.weight$"):
         proj = f"moe.experts.{expert}.attn.proj."
         if (out := pop(f"moe.experts.{expert}.out.")) is not None:

@@ -79,6 +79,21 @@ def test_prepared_model_has_the_same_keys_and_outputs(monkeypatch, deploy):
     assert prepare_cpu_inference(fast) is fast  # idempotent
 
 
+def test_a_deployed_fusion_with_changed_residual_columns_keeps_the_numbers():
+    """The CPU block adds ``x`` in place while the fusion's residual columns are the identity (as
+    deploy writes them) and reads ``x`` through its 1x1 once they are not (a deployed model
+    fine-tuned): both match the network file, and a weight change is seen."""
+    plain, fast = prepared_pair(deploy=True, upscale=2)
+    x = torch.rand(1, 3, 17, 23, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-5)
+        for model in (plain, fast):
+            for block in (m for m in model.modules() if isinstance(m, arch.DualPathBlock)):
+                block.fuse.weight[:, -block.fuse.out_channels :] *= 0.5
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-5)
+    assert not any(m._fuse_parts[1][2] for m in fast.modules() if isinstance(m, CPUDualPathBlock))
+
+
 def test_affine_free_layer_norms_run_with_a_ones_weight():
     """Deployed LayerNorms have no affine (folded into the next linear map); prepared, they pass a
     weight of ones to ATen (its vectorised CPU kernel): the same numbers."""

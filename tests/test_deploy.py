@@ -112,3 +112,37 @@ def test_deploy_folds_the_closing_projections_and_loads_weights_deployed_before(
     broken = {k: v for k, v in earlier.items() if not k.endswith("local.gated.project.bias")}
     with pytest.raises(RuntimeError, match="local.gated.project.weight"):  # torch names the stray key
         HERSR(**TINY, upscale=2, deploy=True).load_state_dict(migrate_state_dict(broken), strict=True)
+
+
+def test_deploy_folds_the_residual_into_identity_columns_and_migrates_files_without_them(monkeypatch):
+    """A deployed block's fusion 1x1 reads the block's input through identity columns (its output is
+    the block's, no residual add). Deployed weights written before (the fusion without those
+    columns) gain them in the loading migration: same outputs, and a current file is left alone."""
+    from hersr_arch.archs import hersr_arch as arch
+    from hersr_arch.loading import build_from_state_dict, migrate_state_dict
+
+    trained = train_steps(tiny_hersr(upscale=2), steps=3).eval()
+    x = torch.rand(1, 3, 14, 11, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = trained(x)
+    deployed = copy.deepcopy(trained).switch_to_deploy()
+    for block in (m for m in deployed.modules() if isinstance(m, arch.DualPathBlock)):
+        c = block.fuse.out_channels
+        assert torch.equal(block.fuse.weight[:, -c:, 0, 0], torch.eye(c))
+    with monkeypatch.context() as patch:
+        patch.setattr(arch, "with_residual_columns", lambda weight: weight)  # what deploy wrote before
+        patch.setattr(arch.DualPathBlock, "forward", lambda self, x, hint=None: x + self.fuse(
+            torch.cat(self.features(x if hint is None else x + hint, x), 1)))  # fmt: skip
+        earlier_model = copy.deepcopy(trained).switch_to_deploy()
+        with torch.no_grad():
+            torch.testing.assert_close(earlier_model(x), reference, atol=1e-5, rtol=1e-5)
+        earlier = earlier_model.state_dict()
+    assert all(earlier[k].shape[1] + earlier[k].shape[0] == v.shape[1]
+               for k, v in deployed.state_dict().items() if k.endswith(".fuse.weight"))  # fmt: skip
+    migrated = migrate_state_dict(earlier)
+    for key, value in deployed.state_dict().items():
+        torch.testing.assert_close(migrated[key], value, atol=0, rtol=0)
+    current = migrate_state_dict(deployed.state_dict())
+    assert all(torch.equal(current[k], v) for k, v in deployed.state_dict().items())
+    with torch.no_grad():
+        torch.testing.assert_close(build_from_state_dict(earlier).eval()(x), reference, atol=1e-5, rtol=1e-5)

@@ -66,8 +66,8 @@ def test_window_attention_cuts_and_restores_windows_with_one_gather_each():
 
 def test_a_deployed_block_pads_only_for_its_local_convs_and_reads_its_paths_features():
     """Deployed, the GDFN's pad comes with the gather that puts the windows back, and both paths'
-    closing 1x1s live in the fusion conv: one pad per local conv, one 1x1 fusion, no separate
-    projections or residual adds beyond the attention's and the block's."""
+    closing 1x1s and the block's residual live in the fusion conv: one pad per local conv, one 1x1
+    fusion, no separate projections and no residual add beyond the attention's."""
     from hersr_arch.archs.hersr_arch import DualPathBlock
 
     block = DualPathBlock(8, 2, 4, True, 2.0, 5, 0.25).eval()
@@ -81,7 +81,7 @@ def test_a_deployed_block_pads_only_for_its_local_convs_and_reads_its_paths_feat
         with counter:
             block(x)
     assert counter.counts["replication_pad2d"] == 2, counter.counts  # the PLK conv and the gated conv
-    assert counter.counts["index_select"] == 2 and counter.counts["add"] == 2, counter.counts
+    assert counter.counts["index_select"] == 2 and counter.counts["add"] == 1, counter.counts
     assert counter.counts["convolution"] == 6, counter.counts  # PLK, 2 x (expand, depthwise), fuse
 
 
@@ -101,7 +101,7 @@ def test_pixel_shuffles_are_read_as_views_by_the_add_or_copy_after_them():
     from hersr_arch.archs.hersr_arch import Upsample2x, hersr_s
 
     counter = forward_launches(hersr_s(upscale=4).switch_to_deploy(), (24, 40))
-    assert "pixel_shuffle" not in counter.counts and counter.counts["clone"] == 2, counter.counts  # in, out
+    assert "pixel_shuffle" not in counter.counts and counter.counts["clone"] == 1, counter.counts  # the output
     torch.manual_seed(0)
     up = Upsample2x(8, 4).eval()
     nn.init.normal_(up.body[0].weight)
@@ -117,17 +117,52 @@ def test_pixel_shuffles_are_read_as_views_by_the_add_or_copy_after_them():
                 assert out.stride() == skip.stride()
 
 
-def test_haar_split_subtracts_the_cell_means_by_broadcasting():
-    """The Haar split's high band is F0 minus each 2x2 cell's mean, broadcast: no up-sampled copy of
-    the means, and the bands are those of the definition."""
+def test_haar_split_is_one_strided_conv_and_one_broadcast_subtraction():
+    """The Haar LL band is one fixed stride-2 depthwise conv, and the high band F0 minus each 2x2 cell's
+    mean, broadcast: no separate mean, doubling or up-sampled copy, and the bands are those of the
+    definition (LL = twice the cell mean, bit for bit: halving is exact)."""
     from hersr_arch.archs.hersr_arch import hersr_s
 
     model = hersr_s().eval()
-    f0 = torch.randn(1, 16, 12, 20).contiguous(memory_format=torch.channels_last)
+    f0 = torch.randn(1, 32, 12, 20).contiguous(memory_format=torch.channels_last)
     counter = LaunchCounter()
     with torch.no_grad(), counter:
         low, high = model._split_frequencies(f0)
-    assert counter.counts == {"avg_pool2d": 1, "sub": 1, "mul": 1}, counter.counts
+    assert counter.counts == {"convolution": 1, "sub": 1}, counter.counts
     mean = F.avg_pool2d(f0, 2)
     assert torch.equal(low, 2 * mean) and torch.equal(high, f0 - F.interpolate(mean, scale_factor=2.0))
     assert high.stride() == f0.stride()  # channels_last's own strides at batch 1
+    assert not any(name.startswith("haar") for name in model.state_dict())  # a constant, not a weight
+
+
+def test_the_input_is_padded_once_for_the_stem_and_the_residual_into_channels_last():
+    """One replicate pad of the input serves the stem's first conv and the bicubic residual, and writes
+    channels_last itself (no separate layout copy); its crops are the pads each reader needs."""
+    from hersr_arch.archs.hersr_arch import bicubic_phases, hersr_s, replicate_pad_channels_last
+
+    model = hersr_s(upscale=3).eval()
+    for batch, layout in ((1, torch.contiguous_format), (2, torch.channels_last)):
+        x = torch.rand(batch, 3, 13, 10).contiguous(memory_format=layout)
+        padded = replicate_pad_channels_last(x, (2, 5, 2, 4))
+        assert torch.equal(padded, F.pad(x, (2, 5, 2, 4), mode="replicate"))
+        assert padded.is_contiguous(memory_format=torch.channels_last)
+        model._phase_kernel(3, x.device)  # built once per device, as in every forward but the first
+        counter = LaunchCounter()
+        with torch.no_grad(), counter:
+            padded = model._pad_input(x)  # to multiples of 8, plus 2 on every side
+            model._stem(padded)
+            phases = model._residual_phases(padded, 13, 10)
+        # one pad of the input; the other is the stem's second conv padding its own input
+        assert counter.counts["replication_pad3d"] == 1 and counter.counts["replication_pad2d"] == 1, counter.counts
+        assert not {"clone", "copy_", "contiguous"} & set(counter.counts) and padded.shape[-2:] == (16 + 4, 16 + 4)
+        torch.testing.assert_close(phases, bicubic_phases(x, 3, 3), rtol=0, atol=0)
+
+
+def test_an_eval_forward_makes_no_auxiliary_loss():
+    """In eval the MoE's auxiliary loss is a constant zero, not a fill kernel per forward."""
+    from hersr_arch.archs.hersr_arch import hersr_s
+
+    model = hersr_s().eval()
+    counter = forward_launches(model, (16, 16))
+    assert not {"new_zeros", "zeros", "zero_", "fill_", "full"} & set(counter.counts), counter.counts
+    assert model.aux_loss.item() == 0.0 and model.aux_loss.dtype == torch.float32

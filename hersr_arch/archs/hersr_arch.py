@@ -86,6 +86,20 @@ def replicate_pad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Ten
     return x[:, :, rows[:, None], cols]
 
 
+def replicate_pad_channels_last(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """:func:`replicate_pad` of ``x: (B, C, H, W)`` in any memory format, returned channels_last: the
+    pad writes the layout the body runs in, so the layout change costs no pass of its own.
+
+    The pad runs on the ``(B, 1, H, W, C)`` view of ``x`` (a 3-D replicate pad of ``(H, W, C)`` that
+    leaves ``C`` alone), whose contiguous result is the channels_last ``(B, C, H', W')`` map.
+    """
+    if torch.compiler.is_compiling():
+        return replicate_pad(x, pads).contiguous(memory_format=torch.channels_last)
+    left, right, top, bottom = pads
+    padded = F.pad(x.permute(0, 2, 3, 1)[:, None], (0, 0, left, right, top, bottom), mode="replicate")
+    return padded[:, 0].permute(0, 3, 1, 2)
+
+
 def round_up(n: int, multiple: int) -> int:
     """``n`` rounded up to a multiple of ``multiple``.
 
@@ -193,11 +207,16 @@ def bicubic_phases(x: torch.Tensor, scale: int, channels: int, kernel: torch.Ten
     output before its pixel shuffle. Computed in fp32 whatever the input dtype or autocast; returned
     in the input dtype.
     """
+    return bicubic_phases_of_padded(replicate_pad(x, (2, 2, 2, 2)), scale, channels, kernel)
+
+
+def bicubic_phases_of_padded(padded: torch.Tensor, scale: int, channels: int, kernel: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`bicubic_phases` of the map that ``padded: (B, C, H + 4, W + 4)`` is replicate-padded by
+    two pixels on every side -> ``(B, C * s*s, H, W)``."""
     if kernel is None:
-        kernel = bicubic_phase_kernel(scale).to(x.device).repeat(channels, 1, 1, 1)
-    with torch.autocast(x.device.type, enabled=False):
-        padded = replicate_pad(x.float(), (2, 2, 2, 2))
-        return F.conv2d(padded, kernel, groups=channels).to(x.dtype)
+        kernel = bicubic_phase_kernel(scale).to(padded.device).repeat(channels, 1, 1, 1)
+    with torch.autocast(padded.device.type, enabled=False):
+        return F.conv2d(padded.float(), kernel, groups=channels).to(padded.dtype)
 
 
 def pixel_shuffle_view(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -839,14 +858,23 @@ def fold_path_projections(
     return weight, bias
 
 
+def with_residual_columns(weight: torch.Tensor) -> torch.Tensor:
+    """A block's fusion 1x1 weight ``(C, F, 1, 1)`` that also reads the block's input as its last ``C``
+    input channels, through identity columns: ``(C, F + C, 1, 1)``. ``W y + b + x = [W, I] [y; x] + b``
+    folds the residual add (exact: each output adds its own input channel once, times 1)."""
+    eye = torch.eye(weight.shape[0], dtype=weight.dtype, device=weight.device)
+    return torch.cat((weight, eye[:, :, None, None]), 1)
+
+
 class DualPathBlock(nn.Module):
     """Local path || context path, fused by ``concat -> 1x1`` and added back with a layer scale.
 
     The layer scale starts at zero, so every block starts as the identity (NAFNet); HAT's 0.01
     conv-branch scale addresses the same early-training balance between the paths. Both paths end in
     linear maps (the gated conv's and the GDFN's ``project`` 1x1s), which ``reparameterize()`` folds
-    into the fusion conv together with the scale: deployed, the fusion reads what those maps read
-    (the paths' ``features``), one map-sized pass and one residual add less per path.
+    into the fusion conv together with the scale, and the residual add becomes identity columns of
+    the fusion conv: deployed, the fusion reads what those maps read (the paths' ``features``) and
+    the block's input, and its output is the block's. One map-sized pass less per path, and no add.
     ``local_hint`` (the high-frequency band ``H0`` at stage 1) is added to the local path's input.
 
     ``x: (B, C, H, W)`` -> ``(B, C, H, W)``.
@@ -871,45 +899,48 @@ class DualPathBlock(nn.Module):
             ContextPath(channels, num_heads, window_size, shift, ffn_expansion, deploy) if use_context else None
         )
         fused_in = channels * (int(use_local) + int(use_context))
-        if deploy and use_context:
-            fused_in += int(channels * ffn_expansion)  # the GDFN's gate product (its project is folded)
+        if deploy:
+            if use_context:
+                fused_in += int(channels * ffn_expansion)  # the GDFN's gate product (its project is folded)
+            fused_in += channels  # the block's input (the residual add is folded)
         self.fuse = conv1x1(fused_in, channels)
         self.layer_scale = None if deploy else nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
-        return x + self.update(x, local_hint)
+        """``x + layer_scale * fuse([local(x + hint); context(x)])``.
 
-    def update(self, x: torch.Tensor, local_hint: torch.Tensor | None = None) -> torch.Tensor:
-        """The residual update ``layer_scale * fuse([local(x + hint); context(x)])``: ``(B, C, H, W)``.
-
-        Deployed: ``fuse([local features; context features])`` (scale and closing 1x1s folded in).
+        Deployed: ``fuse([local features; context features; x])``, the scale, the paths' closing 1x1s
+        and the residual folded in.
         """
         local_in = x if local_hint is None else x + local_hint
-        deployed = self.layer_scale is None
-        parts = []
-        if self.local is not None:
-            parts += self.local.features(local_in) if deployed else [self.local(local_in)]
-        if self.context is not None:
-            parts += self.context.features(x) if deployed else [self.context(x)]
-        update = self.fuse(torch.cat(parts, 1) if len(parts) > 1 else parts[0])
-        return update if deployed else self.layer_scale * update
+        if self.layer_scale is None:
+            return self.fuse(torch.cat([*self.features(local_in, x), x], 1))
+        paths = [path(inp) for path, inp in ((self.local, local_in), (self.context, x)) if path is not None]
+        update = self.fuse(torch.cat(paths, 1) if len(paths) > 1 else paths[0])
+        return x + self.layer_scale * update  # not addcmul: one launch less forward, two more backward
+
+    def features(self, local_in: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        """What the deployed fusion reads besides ``x``: the local path's features of ``local_in`` and
+        the context path's of ``x`` (see ``LocalPath.features``, ``ContextPath.features``)."""
+        parts = [] if self.local is None else list(self.local.features(local_in))
+        return parts if self.context is None else parts + list(self.context.features(x))
 
     @torch.no_grad()
     def reparameterize(self) -> None:
-        """Fold the layer scale, the gated conv's and the GDFN's ``project`` into the fusion conv."""
-        if self.layer_scale is not None:
-            self.fuse.weight *= self.layer_scale.view(-1, 1, 1, 1)
-            self.fuse.bias *= self.layer_scale.view(-1)
-            self.layer_scale = None
+        """Fold the layer scale, the gated conv's and the GDFN's ``project`` and the residual add into
+        the fusion conv."""
+        if self.layer_scale is None:
+            return
         owners = (self.local.gated if self.local is not None else None,
                   self.context.ffn if self.context is not None else None)  # fmt: skip
-        projects = [None if o is None or o.project is None else (o.project.weight, o.project.bias) for o in owners]
-        if all(p is None for p in projects):
-            return
-        weight, bias = fold_path_projections(self.fuse.weight, self.fuse.bias, *projects, self.local is not None)
+        projects = [None if o is None else (o.project.weight, o.project.bias) for o in owners]
+        weight, bias = self.fuse.weight * self.layer_scale.view(-1, 1, 1, 1), self.fuse.bias * self.layer_scale.view(-1)
+        weight, bias = fold_path_projections(weight, bias, *projects, self.local is not None)
+        weight = with_residual_columns(weight)
         self.fuse = conv1x1(weight.shape[1], weight.shape[0]).to(weight)
         self.fuse.weight.copy_(weight)
         self.fuse.bias.copy_(bias)
+        self.layer_scale = None
         for owner in owners:
             if owner is not None:
                 owner.project = None
@@ -1108,6 +1139,8 @@ class MoEBottleneck(nn.Module):
         nn.init.zeros_(self.router.bias)
         self.aux_loss: torch.Tensor | None = None
         self.last_gates: torch.Tensor | None = None
+        # The eval-time aux_loss: a CPU fp32 scalar, which adds to a loss on any device.
+        self._zero_loss = torch.zeros(())
 
     def route(self, x: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Router logits and gates, both fp32: ``(B, E, h, w)``."""
@@ -1135,7 +1168,7 @@ class MoEBottleneck(nn.Module):
     def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         logits, gates = self.route(x, ctx)
         # The auxiliary loss only matters to training; inference skips its dozen small ops.
-        self.aux_loss = self._auxiliary_loss(logits, gates) if self.training else logits.new_zeros(())
+        self.aux_loss = self._auxiliary_loss(logits, gates) if self.training else self._zero_loss
         self.last_gates = gates.detach()
         out = x.float()
         for i, expert in enumerate(self.experts):
@@ -1550,6 +1583,8 @@ class HERSR(nn.Module):
         d0 = dims[0]
         self.stem = nn.Sequential(conv3x3(c.num_in_ch, d0), nn.GELU(), conv3x3(d0, d0))
         self.low_inject = conv1x1(d0, dims[1]) if c.freq_split != "none" else None
+        if c.freq_split == "haar":  # the Haar LL band as the fixed stride-2 depthwise conv it is
+            self.register_buffer("haar_low", torch.full((d0, 1, 2, 2), 0.5), persistent=False)
         self.encoder = nn.ModuleList(
             Stage(dims[i], c.depths[i], c.num_heads[i], c.window_size, **block_kwargs) for i in range(n)
         )
@@ -1581,7 +1616,7 @@ class HERSR(nn.Module):
         style_dim = bottom + (c.num_prompts if c.use_prompt else 0)
         self.texture = TextureHead(d0, style_dim, c.noise_mode, c.noise_strength) if c.use_texture_head else None
         self.reconstruct = zero_init_(conv3x3(d0, c.num_out_ch * c.upscale**2))
-        self.aux_loss: torch.Tensor = torch.zeros(())
+        self.aux_loss: torch.Tensor = torch.zeros(())  # stays 0 (a CPU fp32 scalar) without the MoE
         self.last_gates: torch.Tensor | None = None
         self._phase_kernels: dict[torch.device, torch.Tensor] = {}
         # The config travels with the weights as a buffer, the one thing every framework saves.
@@ -1626,51 +1661,60 @@ class HERSR(nn.Module):
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        """The stem on ``x: (B, C_in, H, W)`` replicate-padded at the bottom and right to multiples of
-        ``size_multiple`` (down-sampling and the Haar split need them): ``(B, C0, H', W')``.
+    def _pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, C_in, H, W)`` replicate-padded by 2 on every side, and at the bottom and right also
+        to multiples of ``size_multiple`` (down-sampling and the Haar split need them), channels_last:
+        ``(B, C_in, H' + 4, W' + 4)``.
 
         Replicate (not zero or reflect) padding keeps a constant image constant and is valid for any
-        size, 1x1 included. The first conv replicate-pads too, and a replicate pad of a replicate pad
-        is one pad: one pad kernel, at every size.
+        size, 1x1 included. Both readers take a crop of this one pad (a crop of a replicate pad is a
+        smaller replicate pad): the stem's first conv its 1-pixel pad, the bicubic residual its 2-pixel
+        pad of ``x`` alone. One pad, which also writes the channels_last layout, at every size.
         """
         h, w = x.shape[-2:]
         extra_h, extra_w = round_up(h, self.size_multiple) - h, round_up(w, self.size_multiple) - w
+        return replicate_pad_channels_last(x, (2, 2 + extra_w, 2, 2 + extra_h))
+
+    def _stem(self, padded: torch.Tensor) -> torch.Tensor:
+        """The stem on the output of :meth:`_pad_input` -> ``(B, C0, H', W')``."""
         first = self.stem[0]
-        feat = F.conv2d(replicate_pad(x, (1, 1 + extra_w, 1, 1 + extra_h)), first.weight, first.bias)
+        feat = F.conv2d(padded[..., 1:-1, 1:-1], first.weight, first.bias)
         return self.stem[2](self.stem[1](feat))
 
     def _split_frequencies(self, f0: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``F0: (B, C, H, W)`` -> ``L0: (B, C, H/2, W/2)``, ``H0: (B, C, H, W)`` with ``F0 = up(L0) + H0``."""
         if self.freq_split == "haar":
-            # Orthonormal Haar: LL = 2 x the 2x2 mean; inverting the detail bands alone (LL zeroed)
-            # gives F0 minus the nearest-neighbour up-sampled mean: each 2x2 cell minus its mean,
-            # by broadcasting (over (B, H, 2, W, 2, C) views: see add_pixel_shuffle). Exact.
-            mean = F.avg_pool2d(f0, 2)
+            # Orthonormal Haar: LL = (a + b + c + d) / 2 over each 2x2 cell. Inverting the detail
+            # bands alone (LL zeroed) gives F0 minus the nearest-neighbour up-sampled LL / 2: each
+            # cell minus its mean, by broadcasting (over (B, H, 2, W, 2, C) views: see
+            # add_pixel_shuffle). Exact: halving is exact in floating point.
             b, c, h, w = f0.shape
+            low = F.conv2d(f0, self.haar_low, stride=2, groups=c)
             cells = f0.permute(0, 2, 3, 1).view(b, h // 2, 2, w // 2, 2, c)
-            high = cells - mean.permute(0, 2, 3, 1).view(b, h // 2, 1, w // 2, 1, c)
-            return 2 * mean, high.view(b, h, w, c).permute(0, 3, 1, 2)
+            high = torch.sub(cells, low.permute(0, 2, 3, 1).view(b, h // 2, 1, w // 2, 1, c), alpha=0.5)
+            return low, high.view(b, h, w, c).permute(0, 3, 1, 2)
         if self.freq_split == "avgpool":
             low = F.avg_pool2d(f0, 2)
             up = F.interpolate(low, scale_factor=2.0, mode="bilinear", align_corners=False)
             return low, f0 - up
         return None, None
 
-    def _residual_phases(self, x: torch.Tensor) -> torch.Tensor:
-        """The global residual before the pixel shuffle: ``(B, C_out * s*s, H, W)`` in ``x``'s dtype.
+    def _residual_phases(self, padded: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The global residual before the pixel shuffle, from the output of :meth:`_pad_input` for an
+        ``(h, w)`` input: ``(B, C_out * s*s, h, w)`` in the input's dtype, channels_last.
 
         ``pixel_shuffle`` of it is the bicubic x ``s`` input (matched to ``num_out_ch``), so the
         reconstruction conv's output is added to it before the shuffle: no output-size pass of its own.
         """
         s, matched = self.upscale, self.num_in_ch == self.num_out_ch
+        x = padded[..., : h + 4, : w + 4]  # x replicate-padded by 2
         if not matched:
             x = x.mean(1, keepdim=True)
         if s > 1:
             channels = self.num_in_ch if matched else 1
-            x = bicubic_phases(x, s, channels, self._phase_kernel(channels, x.device))
+            x = bicubic_phases_of_padded(x, s, channels, self._phase_kernel(channels, x.device))
             return x if matched else x.repeat(1, self.num_out_ch, 1, 1)
-        return x.expand(-1, self.num_out_ch, -1, -1)
+        return x[..., 2:-2, 2:-2].expand(-1, self.num_out_ch, -1, -1)
 
     def _phase_kernel(self, channels: int, device: torch.device) -> torch.Tensor:
         """The residual's bicubic phase kernel on ``device``, built once per device (a constant; kept
@@ -1723,8 +1767,8 @@ class HERSR(nn.Module):
         s = self.upscale
         # channels_last throughout: convs run their fast CPU kernels and the (B, H, W, C) views that
         # attention and LayerNorm need come without copies.
-        x = x.contiguous(memory_format=torch.channels_last)
-        feat = self._stem(x)
+        padded = self._pad_input(x)
+        feat = self._stem(padded)
         low, high = self._split_frequencies(feat)
 
         skips = []
@@ -1743,8 +1787,6 @@ class HERSR(nn.Module):
         if self.moe is not None:
             feat = self.moe(feat, ctx)
             self.aux_loss, self.last_gates = self.moe.aux_loss, self.moe.last_gates
-        else:
-            self.aux_loss = feat.new_zeros((), dtype=torch.float32)
 
         aux_images = []
         for i in reversed(range(self.num_stages)):
@@ -1765,7 +1807,7 @@ class HERSR(nn.Module):
             feat = self.texture(feat, style_src)
         # The global residual is added in the input dtype: under autocast an fp32 input keeps its
         # full precision (a bf16 sum would round the image to 8 bits of mantissa).
-        residual = self._residual_phases(x)  # channels_last, like ``head``: the add needs no layout change
+        residual = self._residual_phases(padded, h, w)  # channels_last, like ``head``: the add keeps it
         head = self.reconstruct(feat)[..., :h, :w].to(residual.dtype)
         out = residual.add_(head) if s > 1 else residual + head  # s = 1: the residual is the input
         out = pixel_shuffle_view(out, s).reshape(out.shape[0], -1, h * s, w * s).contiguous()  # one copy
