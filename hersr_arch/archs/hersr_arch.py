@@ -58,11 +58,6 @@ def _capturing_graph() -> bool:
     return bool(onnx is not None and hasattr(onnx, "is_in_onnx_export") and onnx.is_in_onnx_export())
 
 
-def _is_tracing() -> bool:
-    """True while exporting or compiling: shape-keyed Python caches would bake in one size."""
-    return _capturing_graph()
-
-
 def linear_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype a linear layer or conv returns for ``x``: autocast's when it is on, else ``x``'s."""
     device = x.device.type
@@ -541,7 +536,7 @@ class WindowAttention(nn.Module):
         """
         device = self.rel_pos_table.device
         key = (hp, wp, dtype, device, self.rel_pos_table._version, self.logit_scale._version)
-        cacheable = not torch.is_grad_enabled() and not _is_tracing()
+        cacheable = not torch.is_grad_enabled() and not _capturing_graph()
         if cacheable and key in self._terms_cache:
             return self._terms_cache[key]
         scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().view(1, -1, 1)
@@ -563,7 +558,7 @@ class WindowAttention(nn.Module):
         """``build(h, w, window, shift, *extra)``, cached per size (but not while a graph is captured:
         it must follow the traced size)."""
         args = (h, w, self.window_size, self.shift, *extra)
-        if _is_tracing():
+        if _capturing_graph():
             return build(*args)
         key = (build.__name__, *args)
         if key not in self._index_cache:
@@ -1226,7 +1221,7 @@ class NoiseInjection(nn.Module):
         self._fixed: torch.Tensor | None = None
 
     def _fixed_noise(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-        if _is_tracing():  # computed in the graph, so that any size works
+        if _capturing_graph():  # computed in the graph, so that any size works
             return coordinate_noise(h, w, self.seed, like.device).to(like.dtype)
         cached = self._fixed
         if cached is None or cached.shape[-2:] != (h, w) or cached.device != like.device:
@@ -1281,7 +1276,7 @@ class ModulatedConv(nn.Module):
         bias ``(C_out,)``, in ``dtype``. Without gradients they are cached per weight version (they
         depend on the weights only), as :class:`WindowAttention` caches its terms."""
         key = (self.weight._version, dtype, self.weight.device)
-        cacheable = not torch.is_grad_enabled() and not _is_tracing()
+        cacheable = not torch.is_grad_enabled() and not _capturing_graph()
         if cacheable and key in self._demod_cache:
             return self._demod_cache[key]
         energy = self.weight.pow(2).sum((2, 3))[:, :, None, None].to(dtype)
@@ -1722,7 +1717,7 @@ class HERSR(nn.Module):
         kernel = self._phase_kernels.get(device)
         if kernel is None:
             kernel = bicubic_phase_kernel(self.upscale).repeat(channels, 1, 1, 1).to(device)
-            if not _is_tracing():
+            if not _capturing_graph():
                 self._phase_kernels[device] = kernel
         return kernel
 
@@ -1761,7 +1756,7 @@ class HERSR(nn.Module):
 
     def forward(self, x: torch.Tensor):
         """``x: (B, C_in, H, W)`` -> ``(B, C_out, sH, sW)`` (or ``(out, aux_images)``, see ``msg_outputs``)."""
-        if not _is_tracing():
+        if not _capturing_graph():
             self._check_input(x)
         h, w = x.shape[-2:]
         s = self.upscale
