@@ -205,7 +205,9 @@ def bicubic_phases(x: torch.Tensor, scale: int, channels: int, kernel: torch.Ten
     return bicubic_phases_of_padded(replicate_pad(x, (2, 2, 2, 2)), scale, channels, kernel)
 
 
-def bicubic_phases_of_padded(padded: torch.Tensor, scale: int, channels: int, kernel: torch.Tensor | None = None) -> torch.Tensor:
+def bicubic_phases_of_padded(
+    padded: torch.Tensor, scale: int, channels: int, kernel: torch.Tensor | None = None
+) -> torch.Tensor:
     """:func:`bicubic_phases` of the map that ``padded: (B, C, H + 4, W + 4)`` is replicate-padded by
     two pixels on every side -> ``(B, C * s*s, H, W)``."""
     if kernel is None:
@@ -929,7 +931,8 @@ class DualPathBlock(nn.Module):
         owners = (self.local.gated if self.local is not None else None,
                   self.context.ffn if self.context is not None else None)  # fmt: skip
         projects = [None if o is None else (o.project.weight, o.project.bias) for o in owners]
-        weight, bias = self.fuse.weight * self.layer_scale.view(-1, 1, 1, 1), self.fuse.bias * self.layer_scale.view(-1)
+        scale = self.layer_scale.view(-1)
+        weight, bias = self.fuse.weight * scale.view(-1, 1, 1, 1), self.fuse.bias * scale
         weight, bias = fold_path_projections(weight, bias, *projects, self.local is not None)
         weight = with_residual_columns(weight)
         self.fuse = conv1x1(weight.shape[1], weight.shape[0]).to(weight)
