@@ -146,3 +146,5 @@ def test_deploy_folds_the_residual_into_identity_columns_and_migrates_files_with
     assert all(torch.equal(current[k], v) for k, v in deployed.state_dict().items())
     with torch.no_grad():
         torch.testing.assert_close(build_from_state_dict(earlier).eval()(x), reference, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"before 2026-12-05.*hersr migrate"):  # the arch file alone: one sentence
+        HERSR(**TINY, upscale=2, deploy=True).load_state_dict(earlier)

@@ -1647,7 +1647,9 @@ class HERSR(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """``nn.Module.load_state_dict``; under ``strict``, weights with other block counts per stage are
         refused with one sentence naming ``depths``/``dec_depths`` (torch alone lists every stray key).
-        Weights under another prefix (e.g. DDP's ``module.``) are left to torch's message, which shows it."""
+        Weights under another prefix (e.g. DDP's ``module.``) are left to torch's message, which shows it.
+        Deployed weights whose fusion 1x1s lack the residual's identity columns (written before
+        2026-12-05) are refused in one sentence: the package's loaders migrate them, this file does not."""
         if strict and "stem.0.weight" in state_dict:
             for name, stages, path in (("depths", self.encoder, "encoder"), ("dec_depths", self.decoder, "decoder")):
                 ours = tuple(len(stage.blocks) for stage in stages)
@@ -1655,6 +1657,13 @@ class HERSR(nn.Module):
                 if theirs != ours:
                     raise ValueError(f"HERSR checkpoint has {name}={theirs}, this model {name}={ours}; build the "
                                      f"model with {name}={theirs} to load it.")  # fmt: skip
+        fusions = {k: p for k, p in self.named_parameters() if self.deploy and k.endswith(".fuse.weight")}
+        older = [k for k, p in fusions.items() if k in state_dict and state_dict[k].shape[1] == p.shape[1] - p.shape[0]]
+        if older:
+            raise ValueError(f"HERSR deployed weights written before 2026-12-05: their fusion 1x1s lack the residual's "
+                             f"identity columns ({older[0]} has {state_dict[older[0]].shape[1]} input channels, this "
+                             f"model {fusions[older[0]].shape[1]}). Rewrite them once with `hersr migrate OLD.pth "
+                             "NEW.pth`, or load them with hersr_arch.loading.load_hersr, which migrates.")  # fmt: skip
         return super().load_state_dict(state_dict, strict, assign)
 
     # -- helpers -------------------------------------------------------------------------------
