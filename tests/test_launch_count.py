@@ -41,6 +41,22 @@ def test_a_training_step_counts_forward_backward_and_optimizer():
     step = training_step_launches(tiny_hersr(upscale=2), (8, 8), batch=2, scale=2)
     assert step.total > 2 * forward
     assert any(name.endswith("_backward") for name in step.counts) and any("_foreach" in n for n in step.counts)
+    # Adam's step counters stay on the host for a model on a GPU: their increment and the .item() reads
+    # of the bias corrections (two per parameter tensor) launch nothing there.
+    assert "_local_scalar_dense" not in step.counts, step.counts
+    # Adam's in-place updates return nothing but run kernels: counted.
+    assert {"_foreach_lerp_", "_foreach_addcdiv_"} <= set(step.counts), step.counts
+
+
+def test_ops_on_host_tensors_alone_are_not_counted():
+    host, device = torch.zeros(()), torch.ones(3)
+    counter = LaunchCounter(host=[host])
+    with counter:
+        host.add_(1)
+        host.item()
+        device.mul_(host)  # reads a device tensor too: counted
+        torch._foreach_add_([device], 1.0)  # in place, returns nothing: counted
+    assert counter.counts == {"mul_": 1, "_foreach_add_": 1}, counter.counts
 
 
 def test_window_attention_cuts_and_restores_windows_with_one_gather_each():

@@ -9,6 +9,9 @@ of ATen ops that one call dispatches to a device kernel, seen below autograd by 
   fill (``empty``) and ops that return no tensor (``promote_types``) launch nothing and are not
   counted; ``.item()`` (a device-to-host copy) is;
 - an op that hands back one of its inputs unchanged (not an in-place op) is not counted;
+- ops on host-side tensors alone are not counted: the optimizer's step counters, which PyTorch
+  keeps on the CPU for a model on a GPU (Adam without ``capturable``), so their increments and the
+  ``.item()`` reads of its bias corrections (two per parameter tensor) launch nothing there;
 - everything else counts once, in-place ops and copies included. A fused CUDA op can launch more
   than one kernel, and a ``_foreach`` optimizer op launches one per chunk of tensors; the count is
   a lower bound that ranks networks the way a GPU profile does.
@@ -21,7 +24,7 @@ after one uncounted forward at the same size.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -49,21 +52,29 @@ def _tensors(value) -> list[torch.Tensor]:
 
 
 class LaunchCounter(TorchDispatchMode):
-    """Counts kernel-launching ops by name while active (``counts``: ``Counter[str]``)."""
+    """Counts kernel-launching ops by name while active (``counts``: ``Counter[str]``). ``host``:
+    tensors that stay on the CPU when the model runs on a GPU; ops that read only those (and no
+    other tensor) are not counted."""
 
-    def __init__(self):
+    def __init__(self, host: Iterable[torch.Tensor] = ()):
         super().__init__()
         self.counts: Counter[str] = Counter()
+        self._host = {id(t) for t in host}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func.is_view or func in _NO_KERNEL:
             return out
-        if not _tensors(out) and func is not torch.ops.aten._local_scalar_dense.default:
-            return out  # metadata (``promote_types``, sizes); ``.item()`` is a device-to-host copy
+        inputs = _tensors(args) + _tensors(list((kwargs or {}).values()))
+        if self._host and inputs and all(id(t) in self._host for t in inputs):
+            return out  # host-side bookkeeping (optimizer step counters)
+        if not _tensors(out) and not func._schema.is_mutable and func is not torch.ops.aten._local_scalar_dense.default:
+            # metadata (``promote_types``, sizes); ``.item()`` is a device-to-host copy, and an in-place
+            # ``_foreach`` op (the optimizer's updates) returns nothing but runs kernels
+            return out
         if not func._schema.is_mutable:
-            inputs = {id(t) for t in _tensors(args) + _tensors(list((kwargs or {}).values()))}
-            if any(id(t) in inputs for t in _tensors(out)):  # handed back unchanged
+            ids = {id(t) for t in inputs}
+            if any(id(t) in ids for t in _tensors(out)):  # handed back unchanged
                 return out
         self.counts[func.overloadpacket.__name__] += 1
         return out
@@ -95,7 +106,8 @@ def training_step_launches(
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> LaunchCounter:
     """Launches of one training step: forward, L1 loss, backward and an Adam step (``foreach``, as
-    PyTorch picks on a GPU), after one untimed step so that the optimizer state exists."""
+    PyTorch picks on a GPU), after one untimed step so that the optimizer state exists. Adam's step
+    counters are host-side on a GPU, so the ops on them alone are not counted."""
     model.train()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4, foreach=True)
     loss = loss or (lambda out, target: (out - target).abs().mean())
@@ -111,7 +123,7 @@ def training_step_launches(
         opt.step()
 
     step()
-    counter = LaunchCounter()
+    counter = LaunchCounter(host=[state["step"] for state in opt.state.values()])
     with counter:
         step()
     return counter
