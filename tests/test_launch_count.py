@@ -182,3 +182,24 @@ def test_an_eval_forward_makes_no_auxiliary_loss():
     counter = forward_launches(model, (16, 16))
     assert not {"new_zeros", "zeros", "zero_", "fill_", "full"} & set(counter.counts), counter.counts
     assert model.aux_loss.item() == 0.0 and model.aux_loss.dtype == torch.float32
+
+
+def test_training_backward_splits_instead_of_slicing():
+    """A slice's backward writes the gradient into a zero-filled copy of its source: the attention's
+    q/k/v, the PLK's pass-through split and the depthwise conv's parameters (whole, not sliced) avoid
+    it. The one slice left in these modules is the depthwise 1x1/identity branches' centre crop."""
+    from hersr_arch.archs.hersr_arch import PartialLargeKernelConv, RepDepthwise3x3, WindowAttention
+
+    cases = (
+        (WindowAttention(8, 2, window_size=4, shift=True), torch.rand(2, 8, 8, 8), 0),
+        (PartialLargeKernelConv(8, 5), torch.rand(2, 8, 7, 9), 0),
+        (RepDepthwise3x3(8), torch.rand(2, 8, 7, 9), 2),  # the centre crop, rows then columns
+    )
+    for module, x, crops in cases:
+        x.requires_grad_(True)
+        module(x).sum().backward()  # caches filled
+        counter = LaunchCounter()
+        with counter:
+            module(x).sum().backward()
+        assert counter.counts["slice_backward"] == crops, (type(module).__name__, counter.counts)
+        assert "select_backward" not in counter.counts, (type(module).__name__, counter.counts)

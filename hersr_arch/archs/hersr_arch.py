@@ -374,7 +374,7 @@ class PartialLargeKernelConv(nn.Module):
         self.small = None if deploy else conv3x3(self.split, self.split)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        part, rest = x[:, : self.split], x[:, self.split :]
+        part, rest = x.split((self.split, x.shape[1] - self.split), dim=1)
         if x.device.type == "cpu" and torch.is_grad_enabled():
             # PyTorch's CPU backward of a large-kernel conv on few channels is an order of magnitude
             # slower in channels_last; the forward is not, so only CPU training takes the detour
@@ -414,16 +414,18 @@ class RepDepthwise3x3(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, groups=channels)
         self.point = None if deploy else nn.Conv2d(channels, channels, 1, groups=channels)
 
-    def forward(self, x: torch.Tensor, channels: slice = slice(None)) -> torch.Tensor:
-        """``channels``: the range of this module's channels that ``x`` holds (their weights only)."""
-        weight = self.conv.weight[channels]
-        y = F.conv2d(x, weight, self.conv.bias[channels], groups=weight.shape[0])
+    def forward(self, x: torch.Tensor, channels: slice | None = None) -> torch.Tensor:
+        """``channels``: the range of this module's channels that ``x`` holds (their weights only), or
+        all of them. (Indexing with a whole-range slice would cost each parameter's gradient a copy.)"""
+        part = (lambda t: t) if channels is None else (lambda t: t[channels])
+        weight = part(self.conv.weight)
+        y = F.conv2d(x, weight, part(self.conv.bias), groups=weight.shape[0])
         if self.point is not None:
             # The per-channel 1x1 as an affine: the same numbers, but a grouped 1x1 conv's CPU
             # backward loops over the groups (one small conv per channel).
             centre = x[..., 1:-1, 1:-1]
-            gain = self.point.weight[channels].view(1, -1, 1, 1)
-            shift = self.point.bias[channels].view(1, -1, 1, 1)
+            gain = part(self.point.weight).view(1, -1, 1, 1)
+            shift = part(self.point.bias).view(1, -1, 1, 1)
             y = y + torch.addcmul(shift, centre, gain) + centre
         return y
 
@@ -601,9 +603,11 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(windows).view(b * n_win, length, 3, heads, c // heads)
         # Cosine attention: unit q and k, q also carrying the logit scale, in one pass over both in
         # this layout (head dim contiguous).
-        qk = qkv[:, :, :2]
+        # (split and unbind, not slices: their backward is one op each, a slice's a zero-filled copy)
+        qk, v = qkv.split((2, 1), dim=2)
         qk = qk * (qk_scale / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-6))
-        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+        q, k = (t.transpose(1, 2) for t in qk.unbind(2))
+        v = v.squeeze(2).transpose(1, 2)
         if self.shift:  # the windows' masks, for every sample (a view for one sample)
             attn_mask = attn_mask.expand(b, *attn_mask.shape).reshape(b * n_win, heads, length, length)
         out = attend(q, k, v, attn_mask)  # (B * nW, heads, L, d)
