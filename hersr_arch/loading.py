@@ -124,7 +124,8 @@ def migrate_state_dict(sd: StateDict) -> dict[str, torch.Tensor]:
 
 
 def _fold_deployed_projections(sd: dict[str, torch.Tensor]) -> None:
-    """Fold, in place, the 1x1s that deploy now folds but older deployed files still carry."""
+    """Fold, in place, the 1x1s that deploy now folds but older deployed files still carry, and give
+    fusion 1x1s written without them the residual's identity columns."""
 
     def pop(prefix: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         if prefix + "weight" in sd and prefix + "bias" in sd:
