@@ -21,6 +21,7 @@ from hersr_arch.archs.hersr_arch import (
     HERSR,
     HERSRConfig,
     blocks_per_stage,
+    deployed_fusion_width,
     fold_path_projections,
     fold_pointwise_output,
     with_residual_columns,
@@ -138,9 +139,10 @@ def _fold_deployed_projections(sd: dict[str, torch.Tensor]) -> None:
             sd[block + "fuse.weight"], sd[block + "fuse.bias"], pop(block + "local.gated.project."),
             pop(block + "context.ffn.project."), has_local=has_local,
         )  # fmt: skip
-        expand = sd.get(block + "context.ffn.spatial.expand.weight")
-        paths = weight.shape[0] * has_local + (0 if expand is None else weight.shape[0] + expand.shape[0] // 2)
-        sd[block + "fuse.weight"] = with_residual_columns(weight) if weight.shape[1] == paths else weight
+        channels, expand = weight.shape[0], sd.get(block + "context.ffn.spatial.expand.weight")
+        hidden = 0 if expand is None else expand.shape[0] // 2
+        without_residual = deployed_fusion_width(channels, hidden, has_local, expand is not None) - channels
+        sd[block + "fuse.weight"] = with_residual_columns(weight) if weight.shape[1] == without_residual else weight
     for expert in _indices(sd, r"moe\.experts\.(\d+)\.attn\.proj\.weight$"):
         proj = f"moe.experts.{expert}.attn.proj."
         if (out := pop(f"moe.experts.{expert}.out.")) is not None:

@@ -867,6 +867,12 @@ def with_residual_columns(weight: torch.Tensor) -> torch.Tensor:
     return torch.cat((weight, eye[:, :, None, None]), 1)
 
 
+def deployed_fusion_width(channels: int, hidden: int, use_local: bool, use_context: bool) -> int:
+    """Input channels of a deployed block's fusion 1x1: ``[local gate product; u; GDFN gate product;
+    x]``, ``hidden`` the GDFN's gate-product width (the paths' closing 1x1s and the residual folded)."""
+    return channels * use_local + (channels + hidden) * use_context + channels
+
+
 class DualPathBlock(nn.Module):
     """Local path || context path, fused by ``concat -> 1x1`` and added back with a layer scale.
 
@@ -899,11 +905,10 @@ class DualPathBlock(nn.Module):
         self.context = (
             ContextPath(channels, num_heads, window_size, shift, ffn_expansion, deploy) if use_context else None
         )
-        fused_in = channels * (int(use_local) + int(use_context))
         if deploy:
-            if use_context:
-                fused_in += int(channels * ffn_expansion)  # the GDFN's gate product (its project is folded)
-            fused_in += channels  # the block's input (the residual add is folded)
+            fused_in = deployed_fusion_width(channels, int(channels * ffn_expansion), use_local, use_context)
+        else:
+            fused_in = channels * (int(use_local) + int(use_context))
         self.fuse = conv1x1(fused_in, channels)
         self.layer_scale = None if deploy else nn.Parameter(torch.zeros(1, channels, 1, 1))
 
